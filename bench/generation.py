@@ -1,7 +1,7 @@
 """Batched vs one-prompt-at-a-time greedy generation on the demo test split, same settings:
 
-    python bench/generation.py                      # 8 test prompts, max_new_tokens from params.yaml (~5 min)
-    python bench/generation.py --subset 0           # the whole test split (26 prompts: ~15 min)
+    python bench/generation.py                      # 16 test prompts, settings from params.yaml (~4 min)
+    python bench/generation.py --subset 0 --repeats 3   # the whole test split, best of 3 (~20 min)
     python bench/generation.py --batch-size 16 --max-new-tokens 64 --repeats 3
 
 The prompts are the demo's test split, rebuilt in memory from `data.path` with the pipeline's own
@@ -56,8 +56,8 @@ def timed(fn):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--subset", type=int, default=8, help="first N test prompts (0: all)")
-    parser.add_argument("--repeats", type=int, default=2, help="runs per mode; the fastest counts")
+    parser.add_argument("--subset", type=int, default=16, help="first N test prompts (0: all)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per mode, interleaved; the fastest counts")
     parser.add_argument("--batch-size", type=int, default=None, help="default: eval.batch_size")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default: eval.max_new_tokens")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")

@@ -133,7 +133,7 @@ class LmEvalConfig:
 @dataclass
 class EvalConfig:
     max_new_tokens: int = 160
-    batch_size: int = 8
+    batch_size: int = 32
     max_examples: Optional[int] = None
     do_sample: bool = False
     temperature: float = 1.0

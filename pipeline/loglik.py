@@ -27,9 +27,25 @@ def _keeps_logits(model) -> bool:
     return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
+def _batches(order: list[int], span_lens: list[int], batch_size: int, max_logit_rows: int) -> list[list[int]]:
+    """Consecutive groups of at most `batch_size` rows whose kept logits (rows × longest span)
+    stay under `max_logit_rows` vocabulary-sized vectors; a single row always fits."""
+    batches: list[list[int]] = []
+    for i in order:
+        current = batches[-1] if batches else None
+        if current is not None and len(current) < batch_size and \
+                (len(current) + 1) * (max(span_lens[j] for j in current + [i]) + 1) <= max_logit_rows:
+            current.append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
 def span_logprobs(model, sequences: list[list[int]], starts: list[int], batch_size: int,
-                  pad_id: int) -> list[SpanScore]:
-    """Score tokens `sequences[i][starts[i]:]` given the tokens before them; results in input order."""
+                  pad_id: int, max_logit_rows: int = 2048) -> list[SpanScore]:
+    """Score tokens `sequences[i][starts[i]:]` given the tokens before them; results in input order.
+
+    `max_logit_rows` caps the logits a batch materialises (2048 × a 49k vocabulary ≈ 400 MB fp32)."""
     if len(sequences) != len(starts):
         raise ValueError("one start per sequence")
     for seq, start in zip(sequences, starts):
@@ -37,12 +53,12 @@ def span_logprobs(model, sequences: list[list[int]], starts: list[int], batch_si
             raise ValueError(f"span start {start} must leave at least one context token (length {len(seq)})")
     model.eval()
     dev = next(model.parameters()).device
+    span_lens = [len(seq) - start for seq, start in zip(sequences, starts)]
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     results: list[SpanScore | None] = [None] * len(sequences)
-    for begin in range(0, len(order), batch_size):
-        batch = order[begin:begin + batch_size]
-        for i, score in zip(batch, _score_batch(model, [sequences[i] for i in batch],
-                                                [len(sequences[i]) - starts[i] for i in batch], pad_id, dev)):
+    for batch in _batches(order, span_lens, batch_size, max_logit_rows):
+        for i, score in zip(batch, _score_batch(model, [sequences[i] for i in batch], [span_lens[i] for i in batch],
+                                                pad_id, dev)):
             results[i] = score
     return results  # type: ignore[return-value]
 

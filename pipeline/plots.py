@@ -123,11 +123,14 @@ def confusion_png(path: str | Path, matrices: Sequence[tuple[str, list, np.ndarr
                   ylabel: str = "actual", suptitle: str = "") -> None:
     """One heat-map per (title, class order, matrix); counts written in the cells."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(matrices), figsize=(4.2 * len(matrices) + 0.6, 4.2), squeeze=False)
+    side = max(4.2, 0.55 * max(len(labels) for _, labels, _ in matrices) + 2)
+    fig, axes = plt.subplots(1, len(matrices), figsize=(side * len(matrices) + 0.6, side), squeeze=False)
     for ax, (title, labels, matrix) in zip(axes[0], matrices):
         ax.imshow(matrix, cmap="Blues", vmin=0)
         ticks = range(len(labels))
-        ax.set_xticks(ticks, [str(label) for label in labels], rotation=30 if len(labels) > 6 else 0)
+        long_names = max(len(str(label)) for label in labels) > 3
+        ax.set_xticks(ticks, [str(label) for label in labels], rotation=45 if long_names else 0,
+                      ha="right" if long_names else "center", rotation_mode="anchor")
         ax.set_yticks(ticks, [str(label) for label in labels])
         threshold = matrix.max() / 2 if matrix.size else 0
         for (row, col), count in np.ndenumerate(matrix):

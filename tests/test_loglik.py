@@ -46,3 +46,21 @@ def test_reference_nll_scores_the_labelled_answer_tokens(tiny):
     [(nll, count)] = reference_nll(model, [row], batch_size=4, pad_id=tokenizer.pad_token_id)
     assert count == len(answer) == sum(label != -100 for label in row["labels"])
     assert nll == pytest.approx(-manual_logprob(model, row["input_ids"], len(prompt)), abs=1e-3)
+
+
+def test_batches_respect_the_logit_budget():
+    from pipeline.loglik import _batches
+
+    span_lens = [10, 10, 10, 300, 5]
+    assert _batches([0, 1, 2, 3, 4], span_lens, batch_size=2, max_logit_rows=10_000) == [[0, 1], [2, 3], [4]]
+    # 2 rows of a 300-token span need 2 × 301 logit rows: over a budget of 500, so row 3 goes alone
+    assert _batches([0, 1, 2, 3, 4], span_lens, batch_size=8, max_logit_rows=500) == [[0, 1, 2], [3], [4]]
+
+
+def test_small_logit_budget_gives_the_same_scores(tiny):
+    tokenizer, model = tiny
+    seqs = [[5, 6, 7, 8, 9, 10], [11, 12, 13], [14, 15, 16, 17]]
+    starts = [2, 1, 3]
+    wide = span_logprobs(model, seqs, starts, batch_size=3, pad_id=0)
+    narrow = span_logprobs(model, seqs, starts, batch_size=3, pad_id=0, max_logit_rows=1)
+    assert [s.logprob for s in wide] == pytest.approx([s.logprob for s in narrow], abs=1e-4)
