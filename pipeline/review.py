@@ -92,12 +92,13 @@ def mc_section(mc: dict, questions: Sequence[dict]) -> str:
     rows = "".join(f"<tr><td>{escape(t)}</td><td>{v['n']}</td><td>{v['acc']:.1f}</td>"
                    f"<td>{topics['finetuned'][t]['acc']:.1f}</td></tr>" for t, v in topics["base"].items())
     wrong = [q for q in questions if q["finetuned_pred"] != q["answer"]]
+    template = mc["template"].replace("\n", "\\n")  # shown as written in the config
     listing = "".join(
         f"<tr><td>{escape(q['id'])}</td><td>{escape(q['question'])}</td><td>{escape(q['choices'][q['answer']])}</td>"
         f"<td>{escape(q['choices'][q['base_pred']])}</td><td>{escape(q['choices'][q['finetuned_pred']])}</td></tr>"
         for q in wrong)
     return (f"<h2>Multiple-choice benchmark</h2><p class=\"note\">{mc['questions']} questions from "
-            f"<code>{escape(mc['file'])}</code>, prompt <code>{escape(mc['template'])}</code>, each choice scored by "
+            f"<code>{escape(mc['file'])}</code>, prompt <code>{escape(template)}</code>, each choice scored by "
             "its log-likelihood as a continuation (lm-evaluation-harness style). acc: highest summed log-likelihood; "
             "acc_norm: divided by the choice's length in characters. Chance is 25%. Per-topic numbers rest on "
             "about ten questions each: read them as hints, not results.</p>"
