@@ -18,7 +18,6 @@ import argparse
 import random
 import resource
 import time
-from pathlib import Path
 
 import torch
 

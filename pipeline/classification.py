@@ -78,10 +78,16 @@ def weighted_loss(weights: Optional[list[float]]):
 
 def predict(model, tokenizer, rows: list[dict], batch_size: int) -> list[int]:
     """Predicted label ids, in the order of `rows` (batched, right padding)."""
+    return predict_with_confidence(model, tokenizer, rows, batch_size)[0]
+
+
+def predict_with_confidence(model, tokenizer, rows: list[dict], batch_size: int) -> tuple[list[int], list[float]]:
+    """Predicted label ids and the softmax probability of each prediction, in the order of `rows`."""
     model.eval()
     dev = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id
     predictions: list[int] = []
+    confidence: list[float] = []
     for start in range(0, len(rows), batch_size):
         batch = rows[start:start + batch_size]
         width = max(len(r["input_ids"]) for r in batch)
@@ -91,9 +97,11 @@ def predict(model, tokenizer, rows: list[dict], batch_size: int) -> list[int]:
             ids[i, : len(row["input_ids"])] = torch.tensor(row["input_ids"])
             mask[i, : len(row["input_ids"])] = 1
         with torch.inference_mode():
-            logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits
-        predictions += logits.argmax(-1).tolist()
-    return predictions
+            logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits.float()
+        best = logits.softmax(-1).max(-1)
+        predictions += best.indices.tolist()
+        confidence += best.values.tolist()
+    return predictions, confidence
 
 
 def baselines(train_rows: list[dict], test_rows: list[dict], seed: int = 0) -> dict[str, list[str]]:

@@ -212,10 +212,9 @@ class LmEvalConfig:
 
 
 @dataclass
-class EvalConfig:
-    max_new_tokens: int = 160
-    batch_size: int = 32
-    max_examples: Optional[int] = None
+class DecodingConfig:
+    """Decoding settings (`eval.*`); pipeline.generation.Decoding adds what generate needs."""
+
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0
@@ -223,6 +222,13 @@ class EvalConfig:
     repetition_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
     seed: int = 42
+
+
+@dataclass
+class EvalConfig(DecodingConfig):
+    max_new_tokens: int = 160
+    batch_size: int = 32
+    max_examples: Optional[int] = None
     report_sort: str = "finetuned_chrf"
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     mc: MultipleChoiceConfig = field(default_factory=MultipleChoiceConfig)
@@ -319,7 +325,10 @@ def _group_option(conf_dir: Path, group: str, option: str, item: str) -> DictCon
         known = sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
         raise HasatError(f"override '{item}': no config '{option}' in group '{group}' (known: {', '.join(known)})")
     with initialize_config_dir(str(conf_dir.resolve()), version_base=None):
-        return compose(config_name=f"{group}/{option}")
+        composed = compose(config_name=f"{group}/{option}")
+    # a plain copy: Hydra's result is in struct mode, which would refuse later keys such as
+    # data.columns={metin: text} merged on top of it
+    return OmegaConf.create(OmegaConf.to_container(composed))
 
 
 def _override_layer(overrides: List[str], conf_dir: Path) -> List[DictConfig]:

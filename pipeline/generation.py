@@ -8,9 +8,11 @@ the random stream depends on the batch, so sampled answers are reproducible for 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
+
+from pipeline.config import DecodingConfig
 
 
 @dataclass
@@ -20,23 +22,13 @@ class Generation:
     stopped: bool  # ended with EOS before max_new_tokens
 
 
-@dataclass(frozen=True)
-class Decoding:
-    """Decoding settings (`eval.*` in config). Defaults: greedy, no penalties."""
-
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 50
-    repetition_penalty: float = 1.0
-    no_repeat_ngram_size: int = 0
-    seed: int = 42
+@dataclass
+class Decoding(DecodingConfig):
+    """Decoding settings (`eval.*` in config, fields in DecodingConfig). Defaults: greedy, no penalties."""
 
     @classmethod
     def from_config(cls, eval_cfg) -> "Decoding":
-        return cls(do_sample=eval_cfg.do_sample, temperature=eval_cfg.temperature, top_p=eval_cfg.top_p,
-                   top_k=eval_cfg.top_k, repetition_penalty=eval_cfg.repetition_penalty,
-                   no_repeat_ngram_size=eval_cfg.no_repeat_ngram_size, seed=eval_cfg.seed)
+        return cls(**{f.name: getattr(eval_cfg, f.name) for f in fields(DecodingConfig)})
 
     def generate_kwargs(self) -> dict:
         # sampling knobs only with sampling: transformers warns when they come with greedy

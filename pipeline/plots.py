@@ -184,3 +184,53 @@ def evaluation_plots(result: dict, per_item: dict, mc_rows: list[dict], folder: 
         confusion_png(images[2][0], matrices, xlabel="chosen answer (acc)", ylabel="correct answer",
                       suptitle="Multiple choice: correct vs chosen answer position (a bias shows as a dark column)")
     return images
+
+
+SYSTEM_COLOURS = ("#bdbdbd", "#8c8c8c", TUNED_COLOUR)
+
+
+def system_bars(path: str | Path, result: dict) -> None:
+    """Classification: accuracy / macro-F1 / weighted F1 of each system with 95% interval error bars."""
+    from pipeline.classification_eval import METRICS, SYSTEMS
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    x = np.arange(len(METRICS))
+    width = 0.8 / len(SYSTEMS)
+    for n, ((name, label), colour) in enumerate(zip(SYSTEMS, SYSTEM_COLOURS)):
+        values = [result["systems"][name][key] for key, _ in METRICS]
+        cis = [result["ci"][name][key] for key, _ in METRICS]
+        errors = np.array([_errors(v, (ci["low"], ci["high"])) for v, ci in zip(values, cis)]).T
+        offset = (n - (len(SYSTEMS) - 1) / 2) * width
+        ax.bar(x + offset, values, width, yerr=errors, capsize=3, color=colour, label=label,
+               error_kw={"elinewidth": 1, "ecolor": "#333333"})
+        for i, value in enumerate(values):
+            ax.annotate(f"{value:.1f}", (x[i] + offset, 0), xytext=(0, 2), textcoords="offset points", ha="center",
+                        va="bottom", fontsize=7, color="white" if colour == TUNED_COLOUR else "black")
+    ax.set_xticks(x, [label for _, label in METRICS])
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("%")
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.legend(fontsize=8, loc="upper left", frameon=False)
+    ax.set_title(f"Classifiers on {result['test_rows']} test texts ({len(result['labels'])} classes); "
+                 "error bars: 95% bootstrap intervals", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def classification_plots(result: dict, items: list[dict], folder: Path) -> list[tuple[Path, str]]:
+    """The evaluate stage's PNGs for a classifier: system bars, confusion matrices (fine-tuned, TF-IDF)."""
+    from pipeline.classification_metrics import confusion
+
+    labels = result["labels"]
+    images = [(folder / "metrics.png", "Fine-tuned classifier vs baselines with 95% intervals"),
+              (folder / "confusion.png", "Confusion matrices: fine-tuned classifier and TF-IDF + LR")]
+    system_bars(images[0][0], result)
+    matrices = []
+    for name, title in (("finetuned", "fine-tuned"), ("tfidf_char_lr", "TF-IDF + LR")):
+        order, matrix = confusion([it["label"] for it in items], [it[name] for it in items], labels)
+        matrices.append((f"{title}: macro-F1 {result['systems'][name]['macro_f1']:.1f}", order, matrix))
+    confusion_png(images[1][0], matrices, suptitle="Actual (rows) vs predicted (columns) class")
+    return images

@@ -73,6 +73,10 @@ def headline(result: dict) -> str:
 
 
 def format_table(result: dict) -> str:
+    if result.get("task") == "classification":
+        from pipeline.classification_eval import format_table as classification_table
+
+        return classification_table(result)
     decoding = result.get("decoding", "greedy")
     lines = [f"Test split: {result['test_rows']} items ({decoding}, max_new_tokens={result['max_new_tokens']})"]
     if "bootstrap" in result:

@@ -157,3 +157,72 @@ def render(result: dict, items: Sequence[dict], sort: str, context: dict[str, st
         "</body></html>",
     ]
     return "\n".join(p for p in parts if p)
+
+
+def _classification_table(result: dict) -> str:
+    from pipeline.classification_eval import SYSTEMS, table_rows
+
+    rows = table_rows(result)
+    head = "".join(f"<th>{escape(cell)}</th>" for cell in rows[0])
+    body = []
+    for n, row in enumerate(rows[1:], start=1):
+        cells = []
+        for i, cell in enumerate(row):
+            verdict = cell.rsplit(" ", 1)[-1] if n > len(SYSTEMS) and i else ""
+            cells.append(f"<td class=\"{_verdict_class(verdict)}\">{escape(cell)}</td>")
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _per_class_table(result: dict) -> str:
+    tuned, tfidf = result["per_class"]["finetuned"], result["per_class"]["tfidf_char_lr"]
+    head = ("<tr><th>class</th><th>support</th><th>precision</th><th>recall</th><th>F1</th>"
+            "<th>TF-IDF + LR F1</th></tr>")
+    body = "".join(f"<tr><td>{escape(label)}</td><td>{row['support']}</td><td>{row['precision']:.1f}</td>"
+                   f"<td>{row['recall']:.1f}</td><td>{row['f1']:.1f}</td><td>{tfidf[label]['f1']:.1f}</td></tr>"
+                   for label, row in tuned.items())
+    return f"<table>{head}{body}</table>"
+
+
+def _error_card(rank: int, item: dict) -> str:
+    tfidf = item["tfidf_char_lr"]
+    tfidf_note = "right" if tfidf == item["label"] else f"also wrong: {tfidf}"
+    return (f'<div class="item"><h3>#{rank} <span class="src">{escape(item["source"])}</span></h3>'
+            f'<div class="text">{escape(item["text"])}</div>'
+            f'<div class="scores">actual <b>{escape(item["label"])}</b> · predicted '
+            f'<b class="worse">{escape(item["finetuned"])}</b> (probability {item["finetuned_confidence"]:.2f}) · '
+            f'TF-IDF + LR: {escape(tfidf_note)}</div></div>')
+
+
+def render_classification(result: dict, errors: Sequence[dict], context: dict[str, str],
+                          images: Sequence[tuple[Path, str]] = ()) -> str:
+    """The review report of a classifier: the table against the baselines, plots, per-class scores,
+    and every misclassified test text (most confident mistakes first)."""
+    from pipeline.classification_eval import headline
+
+    meta = " · ".join(f"{escape(k)}: <code>{escape(str(v))}</code>" for k, v in context.items())
+    b = result["bootstrap"]
+    plots = "".join(_image(path, alt) for path, alt in images if Path(path).is_file())
+    parts = [
+        "<!DOCTYPE html><html lang=\"tr\"><head><meta charset=\"utf-8\">",
+        "<title>hasat review: classifier vs baselines</title>",
+        f"<style>{CSS}</style></head><body>",
+        "<h1>Fine-tuned classifier vs baselines: review report</h1>",
+        f"<p class=\"meta\">{meta}</p>",
+        f"<p class=\"headline\">{escape(headline(result))}</p>",
+        f"<h2>Summary: {result['test_rows']} test texts, {len(result['labels'])} classes</h2>",
+        _classification_table(result),
+        f"<p class=\"note\">Baselines are trained on the same {result['train_rows']} training texts: the majority "
+        "class, and TF-IDF over character 2–5-grams within word boundaries (Turkish-aware lower-casing) with a "
+        f"class-balanced logistic regression. Intervals: {b['confidence']:.0%} bootstrap over test texts "
+        f"({b['resamples']} resamples, seed {b['seed']}); the differences are paired (same resampled texts), "
+        "<b>n.s.</b>: the test split cannot tell the two apart.</p>",
+        f"<h2>Plots</h2>{plots}" if plots else "",
+        "<h2>Per class (fine-tuned classifier)</h2>",
+        _per_class_table(result),
+        f"<h2>Misclassified test texts: {len(errors)}</h2><p class=\"note\">Most confident mistakes first "
+        "(the probability the classifier gave its wrong answer).</p>",
+        *(_error_card(rank, item) for rank, item in enumerate(errors, start=1)),
+        "</body></html>",
+    ]
+    return "\n".join(p for p in parts if p)

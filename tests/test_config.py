@@ -1,7 +1,6 @@
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -30,6 +29,13 @@ def test_every_group_option_validates(group, tmp_path):
     for option in sorted((REPO / "conf" / group).glob("*.yaml")):
         cfg = load_config([f"{group}={option.stem}"], params_file=REPO / "params.yaml", conf_dir=REPO / "conf")
         assert OmegaConf.select(cfg, group) is not None
+
+
+def test_keys_can_be_added_after_a_group_option():
+    cfg = load_config(["data=haber_cls", "data.columns={metin: text, kategori: label}", "train=full",
+                       "train.learning_rate=1e-5"], params_file=REPO / "params.yaml", conf_dir=REPO / "conf")
+    assert dict(cfg.data.columns) == {"metin": "text", "kategori": "label"} and cfg.data.name == "haber_cls"
+    assert cfg.train.method == "full" and cfg.train.learning_rate == pytest.approx(1e-5)
 
 
 def test_dotted_override_is_typed():

@@ -204,3 +204,88 @@ def test_exp_run_on_a_training_param_reruns_only_training_stages(pipeline_repo):
     assert not list((root / ".dvc" / "tmp").rglob("mlflow.db"))
     shown = run(["dvc", "exp", "show", "--json"], root, env)
     assert "lr5e-4" in shown
+
+
+@pytest.fixture(scope="module")
+def classified(pipeline_repo):
+    """`dvc exp run -S task=classification -S data=haber_cls` in the workspace (so it comes last:
+    the tests below read its outputs)."""
+    root, env, _ = pipeline_repo
+    out = run(["dvc", "exp", "run", "-S", "task=classification", "-S", "data=haber_cls", "-S", "eval.max_examples=null",
+               "-n", "haber"], root, env)
+    return root, env, out
+
+
+def test_exp_run_switches_the_same_pipeline_to_classification(classified):
+    root, env, out = classified
+    assert stages_run(out) == {"ingest", "clean", "tokenize", "split", "finetune", "evaluate", "export"}
+    assert "TF-IDF char n-grams + LR" in out and "Verdict (macro-F1" in out  # the table is printed
+    result = json.loads((root / "metrics" / "eval.json").read_text())
+    split = json.loads((root / "metrics" / "split.json").read_text())
+    assert result["task"] == "classification" and result["test_rows"] == split["test_rows"] == 64
+    assert result["train_rows"] == split["train_rows"]
+    assert result["labels"] == ["ekonomi", "magazin", "saglik", "siyaset", "spor", "tarim", "teknoloji"]
+    for name in ("majority", "tfidf_char_lr", "finetuned"):
+        assert set(result["systems"][name]) == {"accuracy", "macro_f1", "weighted_f1"}
+        assert set(result["per_class"][name]) == set(result["labels"])
+    assert result["systems"]["tfidf_char_lr"]["macro_f1"] > 60  # the data is learnable
+    assert result["systems"]["majority"]["accuracy"] == pytest.approx(
+        100 * max(split["labels"]["test"].values()) / split["test_rows"], abs=0.01)
+    exps = run(["dvc", "exp", "show", "--json"], root, env)
+    assert "haber" in exps and "tfidf_char_lr" in exps
+
+
+def test_classifier_confusion_plot_review_and_mlflow(classified):
+    from mlflow.tracking import MlflowClient
+
+    root, env, _ = classified
+    shown = json.loads(subprocess.run(["dvc", "plots", "show", "--json"], cwd=root, env=env, capture_output=True,
+                                      text=True).stdout)
+    assert not shown.get("errors"), shown["errors"]
+    confusion = shown["data"]["reports/eval/confusion.json"][0]["content"]["data"]["values"]
+    assert len(confusion) == 64 and {"actual", "predicted"} <= set(confusion[0])
+    items = [json.loads(line) for line in (root / "reports/eval/predictions.jsonl").open()]
+    wrong = [it for it in items if not it["correct"]]
+    html = (root / "reports/eval/review.html").read_text(encoding="utf-8")
+    assert f"Misclassified test texts: {len(wrong)}" in html and html.count('class="item"') == len(wrong)
+    assert (root / "reports/eval/plots/confusion.png").stat().st_size > 10_000
+    run_id = json.loads((root / "models/finetuned/mlflow_run.json").read_text())["run_id"]
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    metrics = client.get_run(run_id).data.metrics
+    for key in ("test.systems.finetuned.macro_f1", "test.systems.tfidf_char_lr.macro_f1",
+                "test.vs_baselines.tfidf_char_lr.delta.macro_f1", "test.ci.finetuned.accuracy.low", "test.beats_tfidf"):
+        assert key in metrics, key
+    plots = {Path(a.path).name for a in client.list_artifacts(run_id, "eval/plots")}
+    assert {"confusion.png", "metrics.png"} <= plots
+
+
+def test_exported_classifier_works_through_the_text_classification_pipeline(classified):
+    from transformers import AutoModelForSequenceClassification, pipeline
+
+    root = classified[0]
+    labels = json.loads((root / "metrics/eval.json").read_text())["labels"]
+    folder = root / "models/export"
+    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    assert model.config.id2label == dict(enumerate(labels)) and model.config.pad_token_id is not None
+    classify = pipeline("text-classification", model=str(folder), device="cpu")
+    answers = classify(["Konya'da buğday hasadı başladı.", "Milli takım finale yükseldi."])
+    assert len(answers) == 2 and all(a["label"] in labels and 0 < a["score"] <= 1 for a in answers)
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    assert "pipeline_tag: text-classification" in card and "TF-IDF char n-grams + LR" in card
+
+
+def test_an_unknown_label_in_the_test_split_is_one_line(classified):
+    root, env, _ = classified
+    test = root / "data/processed/split/test.jsonl"
+    original = test.read_text(encoding="utf-8")
+    rows = [json.loads(line) for line in original.splitlines()]
+    rows[3]["label"] = "hava durumu"
+    try:
+        test.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        result = subprocess.run([sys.executable, "-m", "pipeline.stages.evaluate"], cwd=root, env=env,
+                                capture_output=True, text=True)
+    finally:
+        test.write_text(original, encoding="utf-8")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    [line] = [line for line in result.stderr.splitlines() if " error: " in line]
+    assert f"{rows[3]['source']}: unknown label 'hava durumu'" in line and "known: ekonomi, magazin" in line

@@ -29,6 +29,9 @@ def tokenize_classification(cfg, rows: list[dict], tokenizer) -> None:
     if missing:
         raise HasatError(f"{missing}: task.kind=classification needs rows with 'text' and 'label' "
                          "(check data.* and the column mapping)")
+    blank = next((r["source"] for r in rows if not str(r["label"]).strip()), None)
+    if blank:
+        raise HasatError(f"{blank}: blank label (set clean.drop_empty=true to quarantine such rows, or fill it in)")
     labels = label_list(rows, cfg.task.labels)
     check_labels(rows, labels, "the data")
     encoded, truncated = encode_texts(rows, tokenizer, labels, cfg.tokenize.max_seq_len)

@@ -1,0 +1,66 @@
+"""task=classification on bad labels: blanks are quarantined (or stop tokenize), a class too small
+for the stratified split is named. The whole classification pipeline runs in tests/test_e2e.py."""
+
+import json
+import shutil
+
+
+from tests.conftest import REPO, run_stage_cli
+
+CLS = ("task=classification", "data=haber_cls", "model=tiny_random", "train.num_epochs=1", "train.batch_size=16",
+       "train.learning_rate=3e-3")
+
+
+def workdir_with_base(path, tiny_model_dir):
+    shutil.copy(REPO / "params.yaml", path / "params.yaml")
+    shutil.copytree(REPO / "conf", path / "conf")
+    shutil.copytree(tiny_model_dir, path / "models" / "base")
+    return path
+
+
+def stage(name, workdir, *overrides):
+    return run_stage_cli(f"pipeline.stages.{name}", *CLS, *overrides, cwd=workdir, timeout=300)
+
+
+def one_error_line(result):
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if " error: " in line]
+    assert len(lines) == 1
+    return lines[0]
+
+
+BLANKS = "\n".join([
+    "metin;kategori",
+    "Konya ovasında buğday hasadı başladı ve verim geçen yıldan yüksek.;tarim",
+    "Takım deplasmanda iki golle kazandı ve liderliğe yükseldi.;",
+    "Merkez bankası politika faizini sabit bıraktı, piyasalar sakin.;   ",
+    "Fındık üreticileri yeni sezonda fiyatların açıklanmasını bekliyor.;tarim",
+]) + "\n"
+
+
+def test_blank_labels_are_quarantined_or_stop_tokenize(tmp_path, tiny_model_dir):
+    workdir = workdir_with_base(tmp_path, tiny_model_dir)
+    (workdir / "haber.csv").write_bytes(BLANKS.encode("cp1254"))  # Turkish-locale Excel export
+    data = ("data.path=haber.csv", "data.columns={metin: text, kategori: label}")
+    assert stage("ingest", workdir, *data).returncode == 0
+    assert stage("clean", workdir, "clean.language.enabled=false").returncode == 0
+    rejects = [json.loads(line) for line in (workdir / "data" / "rejects" / "clean.jsonl").open()]
+    assert sorted(r["source"] for r in rejects) == ["haber.csv:row 3", "haber.csv:row 4"]
+    assert all(r["reason"].startswith("empty") and "label" in r["reason"] for r in rejects)
+    assert stage("clean", workdir, "clean.language.enabled=false", "clean.drop_empty=false").returncode == 0
+    line = one_error_line(stage("tokenize", workdir))
+    assert line == ("hasat tokenize: error: haber.csv:row 3: blank label (set clean.drop_empty=true to quarantine such "
+                    "rows, or fill it in)")
+
+
+def test_a_class_too_small_for_the_split_is_one_line(tmp_path, tiny_model_dir):
+    workdir = workdir_with_base(tmp_path, tiny_model_dir)
+    rows = [{"text": f"Haber {i}: ligde {i}. hafta maçları oynandı.", "label": "spor"} for i in range(30)]
+    rows += [{"text": "Bakanlık yeni sulama desteklerini açıkladı.", "label": "tarim"}]
+    (workdir / "h.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    for name in ("ingest", "clean", "tokenize"):
+        assert stage(name, workdir, "data.path=h.jsonl", "clean.language.enabled=false",
+                     "clean.near_duplicates.enabled=false").returncode == 0, name
+    line = one_error_line(stage("split", workdir))
+    assert line.startswith("hasat split: error: split: class 'tarim' has 1 examples; a stratified split needs at "
+                           "least 3")
