@@ -406,7 +406,7 @@ class Deduplicator:
         position_of = {i: position for position, i in enumerate(survivors)}
         started = time.process_time()
         candidates, keys = self._near_candidates(batch, survivors)
-        key_lists = keys.tolist() if keys is not None else []
+        shares = _shares_a_band(keys) if keys is not None else []
         kept_positions: list[int] = []
         in_batch: dict[int, list[int]] = {}  # band key -> positions of rows kept earlier in this batch
         for i, (source, record_id, is_copy, _) in enumerate(batch.info):
@@ -419,16 +419,17 @@ class Deduplicator:
                 position = position_of[i]
                 key = batch.exact_keys[i]
                 first = self.first_source.get(key) if key is not None and self.exact else None
+                # Band keys that no other row of this batch has cannot match an earlier row in it.
+                band_keys = keys[position].tolist() if self.index is not None and shares[position] else ()
                 if first:
                     decisions[i] = ("exact_duplicate", f"exact duplicate of {first}")
-                elif self.index is not None:
-                    decisions[i] = self._near(batch, candidates[position], key_lists[position], in_batch, position,
-                                              survivors)
+                elif self.index is not None and (candidates[position] or band_keys):
+                    decisions[i] = self._near(batch, candidates[position], band_keys, in_batch, position, survivors)
                 if decisions[i] is None:
                     if key is not None:
                         self.first_source[key] = source
                     if self.index is not None:
-                        for band_key in key_lists[position]:
+                        for band_key in band_keys:
                             in_batch.setdefault(band_key, []).append(position)
                         kept_positions.append(position)
             self.last_original = (record_id, decisions[i] is None)
@@ -459,6 +460,14 @@ class Deduplicator:
         if match is None:
             return None
         return "near_duplicate", f"near duplicate of {match[0]} (estimated Jaccard {match[1]:.2f})"
+
+
+def _shares_a_band(keys: np.ndarray) -> list[bool]:
+    """Per row of (rows, bands) band keys: whether another row of the batch has one of its keys."""
+    if not len(keys):
+        return []
+    _, inverse, counts = np.unique(keys.reshape(-1), return_inverse=True, return_counts=True)
+    return (counts[inverse].reshape(keys.shape) > 1).any(axis=1).tolist()
 
 
 # ------------------------------------------------------------------ class balance

@@ -149,13 +149,25 @@ class _SortedRuns:
             self.runs.append((keys[order], rows[order]))
 
     def lookup(self, keys: np.ndarray) -> dict[int, list[int]]:
-        """{query position: rows stored under its key}, for the keys that are stored at all."""
+        """{query position: rows stored under its key}, for the keys that are stored at all.
+
+        The queries are sorted first (numpy's binary search then starts from the previous answer and
+        stays in cache) and only the hits are searched a second time for the end of their range."""
         found: dict[int, list[int]] = {}
+        if not self.runs or not len(keys):
+            return found
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
         for run_keys, run_rows in self.runs:
-            left = np.searchsorted(run_keys, keys, side="left")
-            right = np.searchsorted(run_keys, keys, side="right")
-            for i in np.flatnonzero(right > left).tolist():
-                found.setdefault(i, []).extend(run_rows[left[i]:right[i]].tolist())
+            left = np.searchsorted(run_keys, sorted_keys, side="left")
+            inside = left < len(run_keys)
+            hit = np.flatnonzero(inside)
+            hit = hit[run_keys[left[hit]] == sorted_keys[hit]]
+            if not len(hit):
+                continue
+            right = np.searchsorted(run_keys, sorted_keys[hit], side="right")
+            for query, start, end in zip(order[hit].tolist(), left[hit].tolist(), right.tolist()):
+                found.setdefault(query, []).extend(run_rows[start:end].tolist())
         return found
 
 
@@ -205,13 +217,16 @@ class NearDuplicateIndex:
 
     def add(self, signatures: np.ndarray, keys: np.ndarray, labels: list[str]) -> list[int]:
         """Store kept rows; returns their row numbers in the index."""
-        rows = []
-        for signature in signatures:
+        rows = list(range(self._filled, self._filled + len(signatures)))
+        done = 0
+        while done < len(signatures):
             if self._filled % self._chunk_rows == 0:
                 self._chunks.append(np.empty((self._chunk_rows, self.num_perm), dtype=_U32))
-            self._chunks[-1][self._filled % self._chunk_rows] = signature
-            rows.append(self._filled)
-            self._filled += 1
+            at = self._filled % self._chunk_rows
+            take = min(self._chunk_rows - at, len(signatures) - done)
+            self._chunks[-1][at:at + take] = signatures[done:done + take]
+            done += take
+            self._filled += take
         if rows:
             row_array = np.repeat(np.array(rows, dtype=np.int64), self.b)
             self._bands.add(keys.reshape(-1).copy(), row_array)
