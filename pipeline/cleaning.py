@@ -286,10 +286,12 @@ class RowCleaner:
         alive = list(range(len(records)))
         alive = self._filter(result, "empty", alive, self._empty)
         alive = self._filter(result, "length_chars", alive, self._length_chars)
+        joined: dict[int, str] = {}  # the token and language filters judge the same joined text
         if self.tokens_on:
-            alive = self._filter_tokens(result, alive)
+            alive = self._filter_tokens(result, alive, joined)
         if self.detector is not None:
-            alive = self._filter(result, "language", alive, self._language)
+            alive = self._filter(result, "language", alive,
+                                 lambda record: self._language(record, joined.get(id(record))))
             result.counts["flagged_language"] += self.flagged
             self.flagged = 0
         started = time.process_time()
@@ -337,12 +339,14 @@ class RowCleaner:
             return "too_long", f"too long: {length} characters > max_chars {high}"
         return None
 
-    def _filter_tokens(self, result: BatchResult, alive: list[int]) -> list[int]:
+    def _filter_tokens(self, result: BatchResult, alive: list[int], joined: dict[int, str]) -> list[int]:
         """Tokenize only rows whose length could break a bound: a token holds at least one byte (+1 for
-        a SentencePiece-style prefix), and at most as many characters as the longest vocabulary entry."""
+        a SentencePiece-style prefix), and at most as many characters as the longest vocabulary entry.
+        `joined` gets each record's joined text, by id(record), for the language filter."""
         started = time.process_time()
         low, high = self.cfg.length.min_tokens, self.cfg.length.max_tokens
         texts = {i: joined_text(result.records[i]) for i in alive}
+        joined.update((id(result.records[i]), text) for i, text in texts.items())
         unsure = []
         for i, text in texts.items():
             size = len(text.encode("utf-8"))
@@ -367,9 +371,9 @@ class RowCleaner:
         self._time(result, "length_tokens", len(alive), started)
         return kept
 
-    def _language(self, record: dict) -> Optional[tuple[str, str]]:
+    def _language(self, record: dict, text: Optional[str] = None) -> Optional[tuple[str, str]]:
         lang = self.cfg.language
-        text = joined_text(record)
+        text = joined_text(record) if text is None else text
         if len(text) < lang.min_chars:
             return None
         best, probability = self.detector.judge(text, lang.expected)

@@ -27,16 +27,32 @@ def _model():
 
 
 class LanguageDetector:
-    def __init__(self, max_chars: int = 120, top_k: int = 3):
+    def __init__(self, max_chars: int = 120, top_k: int = 3, cache_size: int = 20_000):
         self.max_chars = max_chars
         self.top_k = top_k
         self._model = _model()
+        # fasttext-predict's binding, called directly: the wrapper's checks and zip cost ~5 µs a row,
+        # and the sample never holds a newline (the one thing the wrapper checks for)
+        self._predict = getattr(self._model, "f", None)
+        self._cache: dict[str, dict[str, float]] = {}  # sample -> scores: duplicate rows, templated prompts
+        self.cache_size = cache_size
 
     def scores(self, text: str) -> dict[str, float]:
         """{language code: probability} for the most likely languages."""
         sample = tr_lower(text[: self.max_chars]).replace("\n", " ").replace("\r", " ")
-        labels, probabilities = self._model.predict(sample, k=self.top_k)
-        return {label[len(_LABEL):]: min(float(p), 1.0) for label, p in zip(labels, probabilities)}
+        scores = self._cache.get(sample)
+        if scores is not None:
+            return scores
+        if self._predict is not None:
+            predictions = self._predict.predict(sample + "\n", self.top_k, 0.0, "strict")
+            scores = {label[len(_LABEL):]: min(float(p), 1.0) for p, label in predictions}
+        else:
+            labels, probabilities = self._model.predict(sample, k=self.top_k)
+            scores = {label[len(_LABEL):]: min(float(p), 1.0) for label, p in zip(labels, probabilities)}
+        if len(self._cache) >= self.cache_size:
+            self._cache.clear()
+        self._cache[sample] = scores
+        return scores
 
     def judge(self, text: str, expected: str) -> tuple[str, float]:
         """(the most likely language, the probability of `expected`)."""
