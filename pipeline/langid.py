@@ -33,29 +33,38 @@ class LanguageDetector:
         self._model = _model()
         # fasttext-predict's binding, called directly: the wrapper's checks and zip cost ~5 µs a row,
         # and the sample never holds a newline (the one thing the wrapper checks for)
-        self._predict = getattr(self._model, "f", None)
-        self._cache: dict[str, dict[str, float]] = {}  # sample -> scores: duplicate rows, templated prompts
+        self._binding = getattr(self._model, "f", None)
+        self._cache: dict[tuple[str, str], tuple[str, float]] = {}  # duplicate rows, templated prompts
         self.cache_size = cache_size
+
+    def _sample(self, text: str) -> str:
+        return tr_lower(text[: self.max_chars]).replace("\n", " ").replace("\r", " ")
+
+    def _predict(self, sample: str, k: int) -> dict[str, float]:
+        if self._binding is not None:
+            predictions = self._binding.predict(sample + "\n", k, 0.0, "strict")
+            return {label[len(_LABEL):]: min(float(p), 1.0) for p, label in predictions}
+        labels, probabilities = self._model.predict(sample, k=k)
+        return {label[len(_LABEL):]: min(float(p), 1.0) for label, p in zip(labels, probabilities)}
 
     def scores(self, text: str) -> dict[str, float]:
         """{language code: probability} for the most likely languages."""
-        sample = tr_lower(text[: self.max_chars]).replace("\n", " ").replace("\r", " ")
-        scores = self._cache.get(sample)
-        if scores is not None:
-            return scores
-        if self._predict is not None:
-            predictions = self._predict.predict(sample + "\n", self.top_k, 0.0, "strict")
-            scores = {label[len(_LABEL):]: min(float(p), 1.0) for p, label in predictions}
-        else:
-            labels, probabilities = self._model.predict(sample, k=self.top_k)
-            scores = {label[len(_LABEL):]: min(float(p), 1.0) for label, p in zip(labels, probabilities)}
-        if len(self._cache) >= self.cache_size:
-            self._cache.clear()
-        self._cache[sample] = scores
-        return scores
+        return self._predict(self._sample(text), self.top_k)
 
     def judge(self, text: str, expected: str) -> tuple[str, float]:
-        """(the most likely language, the probability of `expected`)."""
-        scores = self.scores(text)
-        best = max(scores, key=scores.get) if scores else "und"
-        return best, scores.get(expected, 0.0)
+        """(the most likely language, the probability of `expected`).
+
+        Asks fastText for the single most likely language first (k=1 is ~10% cheaper than k=3): when
+        that is `expected`, it is the answer; otherwise the top k give the probability of `expected`."""
+        key = (self._sample(text), expected)
+        judged = self._cache.get(key)
+        if judged is not None:
+            return judged
+        scores = self._predict(key[0], 1)
+        if expected not in scores:
+            scores = self._predict(key[0], self.top_k)
+        judged = (max(scores, key=scores.get) if scores else "und"), scores.get(expected, 0.0)
+        if len(self._cache) >= self.cache_size:
+            self._cache.clear()
+        self._cache[key] = judged
+        return judged
