@@ -123,7 +123,7 @@ def fix_mojibake(text: str) -> str:
 def strip_html(text: str) -> str:
     """Drop tags (known HTML tag names only: `x < y > z` is left alone), scripts, styles, comments;
     block ends become line breaks; then decode entities."""
-    if not _HTML_HINT.search(text):
+    if ("<" not in text and "&" not in text) or not _HTML_HINT.search(text):  # `in`: ~10x faster than the regex
         return text
     text = _HTML_BLOCK.sub("", text)
     text = _HTML_BREAK.sub("\n", text)
@@ -138,12 +138,14 @@ def normalise_unicode(text: str, form: str) -> str:
 
 
 def remove_control_chars(text: str) -> str:
-    return _CONTROL.sub("", text)
+    # every character _CONTROL removes is non-printable: isprintable() is one C pass, 2x the regex's speed
+    return text if text.isprintable() else _CONTROL.sub("", text)
 
 
 def normalise_whitespace(text: str) -> str:
     """Trim each line, collapse runs of spaces/tabs, keep at most one blank line between paragraphs."""
-    if "  " not in text and not text.startswith(" ") and not text.endswith(" ") and not _SPECIAL_SPACE.search(text):
+    if ("  " not in text and not text.startswith(" ") and not text.endswith(" ")
+            and (text.isprintable() or not _SPECIAL_SPACE.search(text))):  # special spaces are non-printable
         return text
     text = _LINE_BREAKS_RE.sub("\n", text)
     lines = [_INLINE_SPACE_RE.sub(" ", line).strip() for line in text.split("\n")]
@@ -286,10 +288,12 @@ class RowCleaner:
         alive = list(range(len(records)))
         alive = self._filter(result, "empty", alive, self._empty)
         alive = self._filter(result, "length_chars", alive, self._length_chars)
+        joined: dict[int, str] = {}  # the token and language filters judge the same joined text
         if self.tokens_on:
-            alive = self._filter_tokens(result, alive)
+            alive = self._filter_tokens(result, alive, joined)
         if self.detector is not None:
-            alive = self._filter(result, "language", alive, self._language)
+            alive = self._filter(result, "language", alive,
+                                 lambda record: self._language(record, joined.get(id(record))))
             result.counts["flagged_language"] += self.flagged
             self.flagged = 0
         started = time.process_time()
@@ -337,12 +341,14 @@ class RowCleaner:
             return "too_long", f"too long: {length} characters > max_chars {high}"
         return None
 
-    def _filter_tokens(self, result: BatchResult, alive: list[int]) -> list[int]:
+    def _filter_tokens(self, result: BatchResult, alive: list[int], joined: dict[int, str]) -> list[int]:
         """Tokenize only rows whose length could break a bound: a token holds at least one byte (+1 for
-        a SentencePiece-style prefix), and at most as many characters as the longest vocabulary entry."""
+        a SentencePiece-style prefix), and at most as many characters as the longest vocabulary entry.
+        `joined` gets each record's joined text, by id(record), for the language filter."""
         started = time.process_time()
         low, high = self.cfg.length.min_tokens, self.cfg.length.max_tokens
         texts = {i: joined_text(result.records[i]) for i in alive}
+        joined.update((id(result.records[i]), text) for i, text in texts.items())
         unsure = []
         for i, text in texts.items():
             size = len(text.encode("utf-8"))
@@ -367,9 +373,9 @@ class RowCleaner:
         self._time(result, "length_tokens", len(alive), started)
         return kept
 
-    def _language(self, record: dict) -> Optional[tuple[str, str]]:
+    def _language(self, record: dict, text: Optional[str] = None) -> Optional[tuple[str, str]]:
         lang = self.cfg.language
-        text = joined_text(record)
+        text = joined_text(record) if text is None else text
         if len(text) < lang.min_chars:
             return None
         best, probability = self.detector.judge(text, lang.expected)
@@ -406,7 +412,7 @@ class Deduplicator:
         position_of = {i: position for position, i in enumerate(survivors)}
         started = time.process_time()
         candidates, keys = self._near_candidates(batch, survivors)
-        key_lists = keys.tolist() if keys is not None else []
+        shares = _shares_a_band(keys) if keys is not None else []
         kept_positions: list[int] = []
         in_batch: dict[int, list[int]] = {}  # band key -> positions of rows kept earlier in this batch
         for i, (source, record_id, is_copy, _) in enumerate(batch.info):
@@ -419,16 +425,17 @@ class Deduplicator:
                 position = position_of[i]
                 key = batch.exact_keys[i]
                 first = self.first_source.get(key) if key is not None and self.exact else None
+                # Band keys that no other row of this batch has cannot match an earlier row in it.
+                band_keys = keys[position].tolist() if self.index is not None and shares[position] else ()
                 if first:
                     decisions[i] = ("exact_duplicate", f"exact duplicate of {first}")
-                elif self.index is not None:
-                    decisions[i] = self._near(batch, candidates[position], key_lists[position], in_batch, position,
-                                              survivors)
+                elif self.index is not None and (candidates[position] or band_keys):
+                    decisions[i] = self._near(batch, candidates[position], band_keys, in_batch, position, survivors)
                 if decisions[i] is None:
                     if key is not None:
                         self.first_source[key] = source
                     if self.index is not None:
-                        for band_key in key_lists[position]:
+                        for band_key in band_keys:
                             in_batch.setdefault(band_key, []).append(position)
                         kept_positions.append(position)
             self.last_original = (record_id, decisions[i] is None)
@@ -459,6 +466,14 @@ class Deduplicator:
         if match is None:
             return None
         return "near_duplicate", f"near duplicate of {match[0]} (estimated Jaccard {match[1]:.2f})"
+
+
+def _shares_a_band(keys: np.ndarray) -> list[bool]:
+    """Per row of (rows, bands) band keys: whether another row of the batch has one of its keys."""
+    if not len(keys):
+        return []
+    _, inverse, counts = np.unique(keys.reshape(-1), return_inverse=True, return_counts=True)
+    return (counts[inverse].reshape(keys.shape) > 1).any(axis=1).tolist()
 
 
 # ------------------------------------------------------------------ class balance

@@ -105,11 +105,21 @@ def _scan_utf8(handle: BinaryIO) -> tuple[int, int, np.ndarray]:
         histogram += np.bincount(np.frombuffer(chunk, dtype=np.uint8), minlength=256)
         if chunk.isascii():
             continue
-        bad = len(BAD_BYTE_RE.findall(decoder.decode(chunk)))
+        text = decoder.decode(chunk)
+        bad = 0 if _encodes_as_utf8(text) else len(BAD_BYTE_RE.findall(text))  # bad bytes decode to surrogates
         invalid += bad
         valid += int(np.count_nonzero(np.frombuffer(chunk, dtype=np.uint8) >= 0x80)) - bad
     invalid += len(BAD_BYTE_RE.findall(decoder.decode(b"", final=True)))  # truncated sequence at EOF
     return valid, invalid, histogram
+
+
+def _encodes_as_utf8(text: str) -> bool:
+    """False when `text` holds a surrogate (the only code points strict UTF-8 refuses)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _legacy_score(codec: str, histogram: np.ndarray) -> float:

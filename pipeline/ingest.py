@@ -196,9 +196,11 @@ def resolve_sources(root: str | Path, sources: list[Source], defaults: Source) -
 # ---------------------------------------------------------------- readers: rows out of a file
 
 
-def _loads(text: str | bytes) -> Any:
+def _loads(text: str | bytes, encoded: Optional[bytes] = None) -> Any:
+    """Parse one JSON value; `encoded` (the same text as UTF-8, when the caller has it) saves orjson
+    from converting the str again. Errors are reported on `text`, as before."""
     try:
-        return orjson.loads(text)
+        return orjson.loads(text if encoded is None else encoded)
     except orjson.JSONDecodeError:
         try:
             return json.loads(text)  # orjson is strict about NaN etc.; the stdlib error message is the one we show
@@ -218,12 +220,13 @@ def _rows_jsonl(path: Path, detected: Detected) -> Iterator[Row]:
                 continue
             raw = line.rstrip("\r\n")
             source = f"{path}:{line_no}"
-            bad = first_bad_byte(raw)
+            encoded = _utf8_or_none(raw)
+            bad = first_bad_byte(raw) if encoded is None else None  # undecodable bytes are surrogates
             if bad:
                 yield source, RowError("undecodable_bytes", f"undecodable {bad} (file read as {detected.name})"), raw
                 continue
             try:
-                item = _loads(raw)
+                item = _loads(raw, encoded)
             except json.JSONDecodeError as err:
                 yield source, RowError("invalid_json", f"invalid JSON at column {err.colno}: {err.msg}"), raw
                 continue
@@ -657,8 +660,17 @@ class Sampler:
         return whole + (1 if self.rng.random() < self.weight - whole else 0)
 
 
+def _utf8_or_none(text: str) -> Optional[bytes]:
+    """`text` as UTF-8, or None when it holds a surrogate (the only code points strict UTF-8 refuses):
+    one C pass, several times faster than searching for them with a regex."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+
+
 def _may_hold_surrogates(raw: str) -> bool:
-    return "\\u" in raw or SURROGATE_RE.search(raw) is not None
+    return "\\u" in raw or _utf8_or_none(raw) is None
 
 
 def ingest_file(spec: Source, target: Path | str, sampler: Optional[Sampler], emit: Callable[[dict], None],

@@ -27,19 +27,44 @@ def _model():
 
 
 class LanguageDetector:
-    def __init__(self, max_chars: int = 120, top_k: int = 3):
+    def __init__(self, max_chars: int = 120, top_k: int = 3, cache_size: int = 20_000):
         self.max_chars = max_chars
         self.top_k = top_k
         self._model = _model()
+        # fasttext-predict's binding, called directly: the wrapper's checks and zip cost ~5 µs a row,
+        # and the sample never holds a newline (the one thing the wrapper checks for)
+        self._binding = getattr(self._model, "f", None)
+        self._cache: dict[tuple[str, str], tuple[str, float]] = {}  # duplicate rows, templated prompts
+        self.cache_size = cache_size
+
+    def _sample(self, text: str) -> str:
+        return tr_lower(text[: self.max_chars]).replace("\n", " ").replace("\r", " ")
+
+    def _predict(self, sample: str, k: int) -> dict[str, float]:
+        if self._binding is not None:
+            predictions = self._binding.predict(sample + "\n", k, 0.0, "strict")
+            return {label[len(_LABEL):]: min(float(p), 1.0) for p, label in predictions}
+        labels, probabilities = self._model.predict(sample, k=k)
+        return {label[len(_LABEL):]: min(float(p), 1.0) for label, p in zip(labels, probabilities)}
 
     def scores(self, text: str) -> dict[str, float]:
         """{language code: probability} for the most likely languages."""
-        sample = tr_lower(text[: self.max_chars]).replace("\n", " ").replace("\r", " ")
-        labels, probabilities = self._model.predict(sample, k=self.top_k)
-        return {label[len(_LABEL):]: min(float(p), 1.0) for label, p in zip(labels, probabilities)}
+        return self._predict(self._sample(text), self.top_k)
 
     def judge(self, text: str, expected: str) -> tuple[str, float]:
-        """(the most likely language, the probability of `expected`)."""
-        scores = self.scores(text)
-        best = max(scores, key=scores.get) if scores else "und"
-        return best, scores.get(expected, 0.0)
+        """(the most likely language, the probability of `expected`).
+
+        Asks fastText for the single most likely language first (k=1 is ~10% cheaper than k=3): when
+        that is `expected`, it is the answer; otherwise the top k give the probability of `expected`."""
+        key = (self._sample(text), expected)
+        judged = self._cache.get(key)
+        if judged is not None:
+            return judged
+        scores = self._predict(key[0], 1)
+        if expected not in scores:
+            scores = self._predict(key[0], self.top_k)
+        judged = (max(scores, key=scores.get) if scores else "und"), scores.get(expected, 0.0)
+        if len(self._cache) >= self.cache_size:
+            self._cache.clear()
+        self._cache[key] = judged
+        return judged

@@ -226,3 +226,35 @@ def test_clean_file_with_balance_spills_and_reads_back(tmp_path):
     stats = clean_file(tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "rej.jsonl", cfg)
     assert sum(1 for _ in (tmp_path / "out.jsonl").open()) == 8 and stats.added == 2
     assert not (tmp_path / "kept-before-balance.jsonl").exists()
+
+
+def test_transform_fast_paths_equal_the_plain_regexes():
+    """The `in` / isprintable() shortcuts in front of the regexes never change a result."""
+    import html
+    import random
+
+    from pipeline import cleaning
+
+    def html_reference(text):
+        if not cleaning._HTML_HINT.search(text):
+            return text
+        text = cleaning._HTML_TAG.sub("", cleaning._HTML_BREAK.sub("\n", cleaning._HTML_BLOCK.sub("", text)))
+        return html.unescape(text) if "&" in text else text
+
+    def whitespace_reference(text):
+        text = cleaning._LINE_BREAKS_RE.sub("\n", text)
+        lines = [cleaning._INLINE_SPACE_RE.sub(" ", line).strip() for line in text.split("\n")]
+        return cleaning._BLANK_LINES_RE.sub("\n\n", "\n".join(lines)).strip()
+
+    tricky = ["", " ", "düz metin", "<p>Buğday</p>&nbsp;<br/>", "a < b > c", "x &amp y", "&#287;ğ", "Tom & Jerry",
+              "ara\u00a0boşluk", "sıfır\u200bgenişlik", "yumuşak\u00adtire", "\ufeffBOM", "tab\there", "iki  boşluk",
+              " baş", "son ", "satır\r\nsonu\u2028ve\u2029", "\x00\x07\x1b\x7f\x85\x9f", "\u202ebidi\u202c",
+              "\u3000ideographic", "\ud800 yalnız vekil", "ÄŸ <b>Ş</b>\n\n\n\nparagraf"]
+    rng = random.Random(2)
+    alphabet = [*"<>&;#/!ab pçğış\n\t\r", "\u00a0", "\u200b", "\u00ad", "\x00", "\x85", "\u2028", "\u3000",
+                "&nbsp;", "<br>", "</p>", "&#x11f;", "  "]
+    tricky += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 25))) for _ in range(5000)]
+    for text in tricky:
+        assert cleaning.strip_html(text) == html_reference(text), repr(text)
+        assert cleaning.remove_control_chars(text) == cleaning._CONTROL.sub("", text), repr(text)
+        assert cleaning.normalise_whitespace(text) == whitespace_reference(text), repr(text)

@@ -55,3 +55,55 @@ def test_index_finds_a_near_duplicate_and_not_a_stranger():
     candidates = index.candidates(keys[1:])
     assert candidates[0] == [0] and index.best_match(signatures[1], candidates[0])[1] > 0.85
     assert index.best_match(signatures[2], candidates[1]) is None and len(index) == 1
+
+
+def test_sorted_runs_lookup_matches_a_plain_dict():
+    rng = np.random.default_rng(3)
+    runs, plain = _SortedRuns(), {}
+    row = 0
+    for size in (50, 20, 300, 7, 1):
+        keys = rng.integers(0, 200, size=size).astype(np.uint64)
+        runs.add(keys, np.arange(row, row + size, dtype=np.int64))
+        for key in keys.tolist():
+            plain.setdefault(key, []).append(row)
+            row += 1
+    queries = rng.integers(0, 260, size=500).astype(np.uint64)
+    found = runs.lookup(queries)
+    for position, key in enumerate(queries.tolist()):
+        assert sorted(found.get(position, [])) == plain.get(key, []), key
+    assert runs.lookup(np.zeros(0, dtype=np.uint64)) == {} and _SortedRuns().lookup(queries) == {}
+
+
+def test_index_add_spans_signature_chunks():
+    index = NearDuplicateIndex(0.8, 16, bands=(4, 4))
+    index._chunk_rows = 8
+    signatures = np.arange(21 * 16, dtype=np.uint32).reshape(21, 16)
+    keys = index.band_keys(signatures)
+    assert index.add(signatures[:5], keys[:5], ["a"] * 5) == list(range(5))
+    assert index.add(signatures[5:], keys[5:], ["b"] * 16) == list(range(5, 21))
+    assert all(index.similarity(signatures[row], row) == 1.0 for row in range(21)) and len(index) == 21
+
+
+def test_shingles_of_long_and_odd_words_equal_the_per_byte_formula():
+    """The word hash summed position by position (and the prefix-sum tail past position 63) equals
+    the definition: fmix64(sum of (byte + 1) * P**min(position, 63))."""
+    import random
+
+    from pipeline.dedup import _BYTE_POWERS, _fmix64, _word_hashes
+
+    rng = random.Random(5)
+    alphabet = "abcçğıöşü019_日🌾"
+    words = ["".join(rng.choice(alphabet) for _ in range(length)) for length in (1, 2, 62, 63, 64, 65, 130, 700)]
+    words += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 90))) for _ in range(200)]
+    text = " ".join(words[:100]) + "\n\n" + "  ".join(words[100:]) + " "
+    data = np.frombuffer(text.encode(), dtype=np.uint8)
+    hashes, starts = _word_hashes(data)
+    expected = []
+    for word in words:
+        total = 0
+        for position, byte in enumerate(word.encode()):
+            total = (total + (byte + 1) * int(_BYTE_POWERS[min(position, 63)])) % (1 << 64)
+        expected.append(total)
+    assert hashes.tolist() == _fmix64(np.array(expected, dtype=np.uint64)).tolist()
+    encoded = text.encode()
+    assert [encoded[s:s + len(w.encode())] for s, w in zip(starts.tolist(), words)] == [w.encode() for w in words]

@@ -357,3 +357,15 @@ def test_sources_inherit_the_data_level_settings():
     defaults, (source,) = sources_of(data)
     assert defaults.columns == {"talimat": "instruction"} and source.schema == "alpaca"
     assert source.encoding == "cp1254" and source.columns == {"talimat": "instruction", "cevap": "output"}
+
+
+def test_invalid_json_column_counts_characters_not_bytes(tmp_path):
+    """Lines are parsed from their UTF-8 bytes; the reject still names the column in the text."""
+    broken = '{"instruction": "ağaç şığ", "output": }'
+    try:
+        json.loads(broken)
+    except json.JSONDecodeError as err:
+        expected = f"invalid JSON at column {err.colno}: {err.msg}"
+    result = ingest(write(tmp_path / "a.jsonl", jsonl(ALPACA) + broken + "\n" + "\ufeff" + jsonl(ALPACA)))
+    assert len(result.records) == 1 and result.rejects[0]["reason"] == expected
+    assert "invalid JSON" in result.rejects[1]["reason"] and result.rejects[1]["source"].endswith(":3")
