@@ -98,7 +98,9 @@ def test_packed_training_runs(tiny_model_dir, rows, tmp_path):
 # --- the finetune stage as a process: resume after SIGKILL, two processes -----------------------
 
 STAGE_ARGS = ["model=tiny_random", "train.batch_size=4", "train.evals_per_epoch=4", "train.num_epochs=1",
-              "train.early_stopping_patience=100", "split.val_size=8", "split.test_size=4"]
+              "train.early_stopping_patience=100", "split.val_size=8", "split.test_size=4",
+              # short rows: the tiny model's time goes into its 49k-token vocabulary, per token
+              "tokenize.max_seq_len=96", "tokenize.truncation=truncate"]
 
 
 @pytest.fixture(scope="module")
