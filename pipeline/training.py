@@ -180,6 +180,9 @@ def training_arguments(train_cfg, n_train_rows: int, checkpoint_dir: Path, world
         load_best_model_at_end=True,
         metric_for_best_model="eval_loss",
         greater_is_better=False,
+        # validation needs the loss only: without this the Trainer keeps every batch's logits
+        # (rows x tokens x vocabulary floats: about 1.4 GB for the demo's validation split)
+        prediction_loss_only=True,
         train_sampling_strategy="random" if train_cfg.packing else "group_by_length",
         remove_unused_columns=False,
         gradient_checkpointing=train_cfg.gradient_checkpointing,
