@@ -86,7 +86,7 @@ library_name: transformers
 pipeline_tag: text-classification
 tags: [hasat, turkish, text-classification, {cfg.train.method}]
 ---
-# {cfg.model.name} news classifier fine-tuned on {cfg.data.name} (hasat)
+# {cfg.model.name} text classifier fine-tuned on {cfg.data.name} (hasat)
 
 Base `{cfg.model.name}` ({cfg.model.source}: `{cfg.model.location}`) with a sequence-classification
 head (the last non-pad token is pooled), fine-tuned with `{cfg.train.method}` by the hasat pipeline.
