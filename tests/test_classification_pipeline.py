@@ -64,3 +64,21 @@ def test_a_class_too_small_for_the_split_is_one_line(tmp_path, tiny_model_dir):
     line = one_error_line(stage("split", workdir))
     assert line.startswith("hasat split: error: split: class 'tarim' has 1 examples; a stratified split needs at "
                            "least 3")
+
+
+def test_null_or_missing_labels_are_quarantined_by_ingest(tmp_path):
+    rows = ['{"text": "Konya ovasında buğday hasadı başladı.", "label": "tarim"}',
+            '{"text": "Merkez bankası faizi sabit bıraktı.", "label": null}',
+            '{"text": "Yeni telefon modeli tanıtıldı."}',
+            '{"text": "Takım deplasmanda kazandı.", "label": "spor"}',
+            '{"text": "Fındık fiyatları açıklandı.", "label": "tarim"}',
+            '{"text": "Borsa günü yükselişle kapattı.", "label": "ekonomi"}']
+    (tmp_path / "h.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(REPO / "conf", tmp_path / "conf")
+    result = stage("ingest", tmp_path, "data.path=h.jsonl")
+    assert result.returncode == 0, result.stderr
+    assert "6 read, 4 kept, 2 rejected" in result.stderr + result.stdout
+    rejects = [json.loads(line) for line in (tmp_path / "data" / "rejects" / "ingest.jsonl").open()]
+    assert [(r["source"], r["reason"]) for r in rejects] == [("h.jsonl:2", "missing field 'label'"),
+                                                            ("h.jsonl:3", "missing field 'label'")]
