@@ -124,8 +124,3 @@ def baselines(train_rows: list[dict], test_rows: list[dict], seed: int = 0) -> d
     return {"majority": [str(p) for p in majority.predict(test_texts)],
             "tfidf_char_lr": [str(p) for p in tfidf.predict(test_texts)]}
 
-
-def macro_f1(y_true: Sequence[str], y_pred: Sequence[str]) -> float:
-    from sklearn.metrics import f1_score
-
-    return float(f1_score(y_true, y_pred, average="macro", zero_division=0)) * 100

@@ -15,7 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
-from pipeline.bootstrap import paired_bootstrap, resample_counts
+from pipeline.bootstrap import percentile_interval, resample_counts
+from pipeline.report import format_cell, text_table, verdict
 
 SYSTEMS = (("majority", "majority class"), ("tfidf_char_lr", "TF-IDF char n-grams + LR"),
            ("finetuned", "fine-tuned LM classifier"))
@@ -55,16 +56,8 @@ def scores(summed: np.ndarray, n_labels: int) -> dict[str, np.ndarray]:
 
 
 def _interval(samples: np.ndarray, confidence: float) -> dict:
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(samples, [tail, 100 - tail])
-    return {"low": round(float(low), 2), "high": round(float(high), 2)}
-
-
-def verdict(ci: dict) -> str:
-    """'better' / 'worse' when the interval of (fine-tuned − baseline) excludes 0, else 'n.s.'."""
-    if ci["low"] <= 0 <= ci["high"]:
-        return "n.s."
-    return "better" if ci["low"] > 0 else "worse"
+    interval = percentile_interval(samples, confidence)
+    return {"low": round(interval.low, 2), "high": round(interval.high, 2)}
 
 
 def compare(y_true: Sequence[str], predictions: dict[str, Sequence[str]], labels: Sequence[str], resamples: int,
@@ -80,21 +73,18 @@ def compare(y_true: Sequence[str], predictions: dict[str, Sequence[str]], labels
     stats = {name: item_stats(true_ids, [index[p] for p in predictions[name]], k) for name, _ in SYSTEMS}
     counts = resample_counts(len(true_ids), resamples, seed)
     section: dict = {"systems": {}, "ci": {}, "vs_baselines": {}, "per_class": {}}
+    point, sampled = {}, {}  # per system: {metric: score}, {metric: score of each resample}
     for name, _ in SYSTEMS:
-        point = scores(stats[name].sum(axis=0), k)
-        sampled = scores(counts @ stats[name], k)
-        section["systems"][name] = {key: round(float(point[key]), 2) for key, _ in METRICS}
-        section["ci"][name] = {key: _interval(sampled[key], confidence) for key, _ in METRICS}
+        point[name] = scores(stats[name].sum(axis=0), k)
+        sampled[name] = scores(counts @ stats[name], k)
+        section["systems"][name] = {key: round(float(point[name][key]), 2) for key, _ in METRICS}
+        section["ci"][name] = {key: _interval(sampled[name][key], confidence) for key, _ in METRICS}
         section["per_class"][name] = {
             label: {m: round(v, 2) if isinstance(v, float) else v for m, v in row.items()}
             for label, row in classification_metrics(list(y_true), list(predictions[name]), labels)["per_class"].items()}
-    for name in BASELINES:
-        delta, delta_ci = {}, {}
-        for key, _ in METRICS:
-            result = paired_bootstrap(stats[name], stats["finetuned"], lambda s, key=key: scores(s, k)[key], counts,
-                                      confidence)
-            delta[key] = round(result.delta, 2)
-            delta_ci[key] = {"low": round(result.delta_ci.low, 2), "high": round(result.delta_ci.high, 2)}
+    for name in BASELINES:  # paired: both systems scored on the same resampled texts
+        delta = {key: round(float(point["finetuned"][key] - point[name][key]), 2) for key, _ in METRICS}
+        delta_ci = {key: _interval(sampled["finetuned"][key] - sampled[name][key], confidence) for key, _ in METRICS}
         section["vs_baselines"][name] = {"delta": delta, "delta_ci": delta_ci,
                                          "verdict": {key: verdict(delta_ci[key]) for key, _ in METRICS}}
     tuned, tfidf = section["systems"]["finetuned"], section["systems"]["tfidf_char_lr"]
@@ -119,22 +109,18 @@ def headline(result: dict) -> str:
     return f"Verdict ({where}): the fine-tuned classifier {said[versus['verdict'][HEADLINE_METRIC]]}."
 
 
-def _cell(value: float, ci: dict | None = None, signed: bool = False) -> str:
-    fmt = "{:+.2f}" if signed else "{:.2f}"
-    return fmt.format(value) + (f" [{fmt.format(ci['low'])}, {fmt.format(ci['high'])}]" if ci else "")
-
-
 def table_rows(result: dict) -> list[tuple[str, ...]]:
     """Header, one row per system, one row per (fine-tuned − baseline): cells for text and HTML."""
     rows = [("system", *(label for _, label in METRICS))]
     for name, label in SYSTEMS:
-        rows.append((label, *(_cell(result["systems"][name][key], result["ci"][name][key]) for key, _ in METRICS)))
+        rows.append((label, *(format_cell(result["systems"][name][key], result["ci"][name][key])
+                              for key, _ in METRICS)))
     names = dict(SYSTEMS)
     for name in BASELINES:
         versus = result["vs_baselines"][name]
         rows.append((f"fine-tuned − {names[name]}",
-                     *(f"{_cell(versus['delta'][key], versus['delta_ci'][key], signed=True)} {versus['verdict'][key]}"
-                       for key, _ in METRICS)))
+                     *(format_cell(versus["delta"][key], versus["delta_ci"][key], signed=True)
+                       + f" {versus['verdict'][key]}" for key, _ in METRICS)))
     return rows
 
 
@@ -144,13 +130,7 @@ def format_table(result: dict) -> str:
              f"same {result['train_rows']} training texts",
              f"[low, high]: {b['confidence']:.0%} bootstrap intervals over test texts ({b['resamples']} resamples, "
              f"seed {b['seed']}); differences are paired (better / worse: the interval excludes 0; n.s.: it does not)"]
-    rows = table_rows(result)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for n, row in enumerate(rows):
-        lines.append("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
-                               for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
-        if n in (0, len(SYSTEMS)):
-            lines.append("-" * (sum(widths) + 2 * (len(widths) - 1)))
+    lines += text_table(table_rows(result), rules_after=(0, len(SYSTEMS)))
     lines.append(headline(result))
     return "\n".join(lines)
 

@@ -28,7 +28,8 @@ def verdict(delta_ci: dict | None, lower_is_better: bool = False) -> str:
     return "better" if (low > 0) != lower_is_better else "worse"
 
 
-def _cell(value: float, ci: dict | None, signed: bool = False) -> str:
+def format_cell(value: float, ci: dict | None = None, signed: bool = False) -> str:
+    """'12.34 [10.00, 14.50]' (signed: '+1.23 [-0.50, +2.00]')."""
     fmt = "{:+.2f}" if signed else "{:.2f}"
     text = fmt.format(value)
     if ci:
@@ -46,8 +47,8 @@ def _rows(section: dict, metrics) -> list[tuple[str, str, str, str, str]]:
         if key == "never_stopped":
             rows.append((label, f"{base:g}", f"{tuned:g}", f"{delta:+g}", ""))
             continue
-        rows.append((label, _cell(base, ci.get("base", {}).get(key)), _cell(tuned, ci.get("finetuned", {}).get(key)),
-                     _cell(delta, ci.get("delta", {}).get(key), signed=True),
+        rows.append((label, format_cell(base, ci.get("base", {}).get(key)), format_cell(tuned, ci.get("finetuned", {}).get(key)),
+                     format_cell(delta, ci.get("delta", {}).get(key), signed=True),
                      verdict(ci.get("delta", {}).get(key), key in LOWER_IS_BETTER)))
     return rows
 
@@ -72,6 +73,18 @@ def headline(result: dict) -> str:
             "n.s.": f"Verdict {where}: no clear difference; the interval includes 0 on chrF."}[verdict(ci)]
 
 
+def text_table(rows: list[tuple[str, ...]], rules_after: tuple[int, ...]) -> list[str]:
+    """Aligned lines: first column left, the others right; a rule under each row in `rules_after`."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for n, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in
+                               enumerate(zip(row, widths))).rstrip())
+        if n in rules_after:
+            lines.append("-" * (sum(widths) + 2 * (len(widths) - 1)))
+    return lines
+
+
 def format_table(result: dict) -> str:
     if result.get("task") == "classification":
         from pipeline.classification_eval import format_table as classification_table
@@ -88,13 +101,7 @@ def format_table(result: dict) -> str:
         lines.append(f"MC: {result['mc']['questions']} multiple-choice questions ({result['mc']['file']}), "
                      "log-likelihood scoring")
     header = ("metric", "base", "fine-tuned", "delta", "")
-    rows = [header] + summary_rows(result)
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    for n, row in enumerate(rows):
-        lines.append("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in
-                               enumerate(zip(row, widths))).rstrip())
-        if n == 0:
-            lines.append("-" * (sum(widths) + 8))
+    lines += text_table([header] + summary_rows(result), rules_after=(0,))
     lines.append(headline(result))
     return "\n".join(lines)
 

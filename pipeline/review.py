@@ -160,18 +160,17 @@ def render(result: dict, items: Sequence[dict], sort: str, context: dict[str, st
 
 
 def _classification_table(result: dict) -> str:
-    from pipeline.classification_eval import SYSTEMS, table_rows
+    from pipeline.classification_eval import BASELINES, METRICS, table_rows
 
-    rows = table_rows(result)
-    head = "".join(f"<th>{escape(cell)}</th>" for cell in rows[0])
-    body = []
-    for n, row in enumerate(rows[1:], start=1):
-        cells = []
-        for i, cell in enumerate(row):
-            verdict = cell.rsplit(" ", 1)[-1] if n > len(SYSTEMS) and i else ""
-            cells.append(f"<td class=\"{_verdict_class(verdict)}\">{escape(cell)}</td>")
-        body.append(f"<tr>{''.join(cells)}</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+    header, *rows = table_rows(result)
+    # the rows after the systems' are fine-tuned − each baseline, coloured by their verdicts
+    verdicts = [[""] * len(METRICS)] * (len(rows) - len(BASELINES)) + [
+        [result["vs_baselines"][name]["verdict"][key] for key, _ in METRICS] for name in BASELINES]
+    body = "".join("<tr>" + f"<td>{escape(row[0])}</td>" + "".join(
+        f"<td class=\"{_verdict_class(v)}\">{escape(cell)}</td>" for cell, v in zip(row[1:], marks)) + "</tr>"
+        for row, marks in zip(rows, verdicts))
+    head = "".join(f"<th>{escape(cell)}</th>" for cell in header)
+    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def _per_class_table(result: dict) -> str:
