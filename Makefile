@@ -32,7 +32,7 @@ repro: install
 demo: install  ## the whole pipeline on the shipped data with the real SmolLM2-135M-Instruct
 	$(BIN)/dvc repro
 	@echo
-	@$(BIN)/python -m pipeline.report metrics/eval.json
+	@$(BIN)/python -m pipeline.eval.report metrics/eval.json
 	@echo
 	@echo "Runs in MLflow:  $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --port 5000"
 

@@ -22,9 +22,9 @@ import time
 import torch
 
 from pipeline.io import read_jsonl
-from pipeline.modeling import load_saved
-from pipeline.prompts import IGNORE_INDEX
-from pipeline.training import PackedCollator, pack, wrap_lora
+from pipeline.train.modeling import load_saved
+from pipeline.train.prompts import IGNORE_INDEX
+from pipeline.train.trainer import PackedCollator, pack, wrap_lora
 from pipeline.config import LoraConfig
 
 

@@ -7,7 +7,7 @@
 The prompts are the demo's test split, rebuilt in memory from `data.path` with the pipeline's own
 library functions (ingest, clean, tokenize, split with params.yaml), so no DVC run is needed; the
 base model comes from models/base (materialised first with the base_model stage if missing).
-Both ways use `pipeline.generation.generate` (batch size N, and batch size 1 for one at a time);
+Both ways use `pipeline.eval.generation.generate` (batch size N, and batch size 1 for one at a time);
 the bench fails if any output differs. Prints prompts/s, generated tokens/s and the speed-up.
 Each mode runs `--repeats` times, interleaved, and the fastest run counts (as `timeit` does): on a
 shared machine other processes only ever add time, so the minimum is the least disturbed run.
@@ -26,13 +26,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.cleaning import clean_records  # noqa: E402
+from pipeline.data.cleaning import clean_records  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
-from pipeline.generation import generate  # noqa: E402
-from pipeline.ingest import ingest  # noqa: E402
-from pipeline.modeling import load_saved  # noqa: E402
-from pipeline.prompts import tokenize_records  # noqa: E402
-from pipeline.splitting import split_records  # noqa: E402
+from pipeline.eval.generation import generate  # noqa: E402
+from pipeline.data.ingest import ingest  # noqa: E402
+from pipeline.train.modeling import load_saved  # noqa: E402
+from pipeline.train.prompts import tokenize_records  # noqa: E402
+from pipeline.data.splitting import split_records  # noqa: E402
 
 BASE = REPO / "models" / "base"
 

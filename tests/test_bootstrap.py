@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from sacrebleu.metrics import BLEU, CHRF
 
-from pipeline.bootstrap import Interval, paired_bootstrap, percentile_interval, resample_counts
-from pipeline.metrics import SPECS, mean_score, text_statistics
+from pipeline.eval.bootstrap import Interval, paired_bootstrap, percentile_interval, resample_counts
+from pipeline.eval.metrics import SPECS, mean_score, text_statistics
 from tests.test_metrics import PREDS, REFS
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pipeline.classification import (baselines, check_labels, class_weights, encode_texts, label_list, predict,
+from pipeline.tasks.classification import (baselines, check_labels, class_weights, encode_texts, label_list, predict,
                                      sequence_classifier, weighted_loss)
 from pipeline.errors import HasatError
 

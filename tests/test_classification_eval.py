@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from pipeline import classification_eval as C
+from pipeline.eval import classification as C
 
 LABELS = ["ekonomi", "magazin", "spor", "tarim"]
 

@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.classification_metrics import classification_metrics, confusion, confusion_rows
-from pipeline.plots import confusion_png
+from pipeline.eval.classification_metrics import classification_metrics, confusion, confusion_rows
+from pipeline.eval.plots import confusion_png
 
 TRUE = ["tarım", "tarım", "tarım", "ekonomi", "ekonomi", "spor"]
 PRED = ["tarım", "tarım", "ekonomi", "ekonomi", "tarım", "spor"]

@@ -1,6 +1,6 @@
-from pipeline.generation import GREEDY, Decoding, generate
-from pipeline.modeling import load_saved
-from pipeline.prompts import prompt_ids
+from pipeline.eval.generation import GREEDY, Decoding, generate
+from pipeline.train.modeling import load_saved
+from pipeline.train.prompts import prompt_ids
 
 
 def test_batched_generation_equals_one_at_a_time(tiny_model_dir):

@@ -4,7 +4,7 @@ import re
 import pytest
 
 from pipeline.errors import HasatError
-from pipeline.ingest import Source, ingest
+from pipeline.data.ingest import Source, ingest
 
 ALPACA = {"instruction": "Buğday ne zaman ekilir?", "input": "", "output": "Orta Anadolu'da ekimde ekilir."}
 

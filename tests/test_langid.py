@@ -1,4 +1,4 @@
-from pipeline.langid import LanguageDetector
+from pipeline.data.langid import LanguageDetector
 
 TEXTS = ["Buğday ekiminde toprak analizi şarttır.", "BUĞDAY EKİMİ NE ZAMAN YAPILIR?",
          "When should winter wheat be sown?", "Bu il\r\nçok\nverimli", "", "\x00\x0b\x0c 123", "a" * 500]

@@ -1,6 +1,6 @@
 import logging
 
-from pipeline import lm_eval_hook
+from pipeline.eval import lm_eval_hook as lm_eval_hook
 
 
 def test_absent_package_is_one_line_and_a_skip(monkeypatch, caplog):

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from pipeline.loglik import reference_nll, span_logprobs
-from pipeline.modeling import load_saved
+from pipeline.eval.loglik import reference_nll, span_logprobs
+from pipeline.train.modeling import load_saved
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_reference_nll_scores_the_labelled_answer_tokens(tiny):
 
 
 def test_batches_respect_the_logit_budget():
-    from pipeline.loglik import _batches
+    from pipeline.eval.loglik import _batches
 
     span_lens = [10, 10, 10, 300, 5]
     assert _batches([0, 1, 2, 3, 4], span_lens, batch_size=2, max_logit_rows=10_000) == [[0, 1], [2, 3], [4]]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sacrebleu.metrics import BLEU, CHRF
 
-from pipeline.metrics import (corpus_score, exact_match, generation_metrics, item_scores, perplexity_statistics,
+from pipeline.eval.metrics import (corpus_score, exact_match, generation_metrics, item_scores, perplexity_statistics,
                               rouge, rouge_l, text_statistics, token_f1)
 
 PREDS = ["Buğday ekimi eylülde yapılır.", "Toprak analizi yapılmalı", "xyz", "Arılar çiçekten nektar toplar ve bal yapar",

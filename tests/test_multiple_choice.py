@@ -3,10 +3,10 @@ from collections import Counter
 
 import pytest
 
-from pipeline import multiple_choice as mc
+from pipeline.eval import multiple_choice as mc
 from pipeline.errors import HasatError
-from pipeline.loglik import SpanScore
-from pipeline.modeling import load_saved
+from pipeline.eval.loglik import SpanScore
+from pipeline.train.modeling import load_saved
 from tests.conftest import REPO
 
 SHIPPED = REPO / "data" / "benchmarks" / "tarim_mc" / "sorular.jsonl"

@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.pii import PiiMasker, iban_valid, tckn_valid
+from pipeline.data.pii import PiiMasker, iban_valid, tckn_valid
 
 VALID_TCKN = "10000000146"  # passes both check digits
 VALID_IBAN = "TR330006100519786457841326"

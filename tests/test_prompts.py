@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from pipeline.errors import HasatError
-from pipeline.prompts import IGNORE_INDEX, alpaca_prompt, encode, tokenize_records
+from pipeline.train.prompts import IGNORE_INDEX, alpaca_prompt, encode, tokenize_records
 
 RECORD = {"id": "x", "source": "f.jsonl:1", "instruction": "Buğday ne zaman ekilir?", "input": "",
           "output": "İç Anadolu'da ekim ayında ekilir."}
@@ -28,7 +28,7 @@ def test_chat_template_masks_prompt_and_keeps_eos_label(smollm2_tokenizer):
 def test_eos_label_survives_padding_by_the_collator(smollm2_tokenizer):
     from transformers import DataCollatorForSeq2Seq
 
-    from pipeline.training import to_features
+    from pipeline.train.trainer import to_features
 
     tok = smollm2_tokenizer
     short = encode(RECORD, tok, "chat_template", None, False, 384, "drop")
@@ -119,7 +119,7 @@ def test_every_assistant_turn_is_trained_and_ends_with_its_stop(smollm2_tokenize
     assert trained_runs(tok, enc) == [f"Sonbaharda ekilir.{stop}", f"İlkbaharda da ekilebilir.{stop}"]
     assert enc.trained_turns == 2 and enc.labels[-1] == tok.eos_token_id
     # the generation prompt is exactly the tokens before the final answer
-    from pipeline.prompts import prompt_ids
+    from pipeline.train.prompts import prompt_ids
     assert prompt_ids(MULTI, tok, prompt_format, SYSTEM) == enc.input_ids[:enc.n_prompt_tokens]
 
 

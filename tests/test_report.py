@@ -2,11 +2,11 @@
 
 import pytest
 
-from pipeline import evaluation as E
-from pipeline.generation import Generation
-from pipeline.multiple_choice import Question, QuestionResult
-from pipeline.report import format_table, headline, verdict
-from pipeline.review import render
+from pipeline.eval import compare as E
+from pipeline.eval.generation import Generation
+from pipeline.eval.multiple_choice import Question, QuestionResult
+from pipeline.eval.report import format_table, headline, verdict
+from pipeline.eval.review import render
 
 REFS = ["Buğday eylülde ekilir.", "Fındık Karadeniz'de yetişir.", "Arılar nektar toplar.", "Toprak analizi önemlidir."]
 BASE = ["Buğday ekilir.", "Bilmiyorum.", "Arılar uçar.", "<script>alert('x')</script>"]

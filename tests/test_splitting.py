@@ -1,7 +1,7 @@
 import pytest
 
 from pipeline.errors import HasatError
-from pipeline.splitting import leaked_prompts, split_records
+from pipeline.data.splitting import leaked_prompts, split_records
 
 
 def rows(n, dup_every=0):
@@ -39,7 +39,7 @@ def labelled(counts: dict[str, int]):
 
 
 def test_stratified_split_keeps_class_shares():
-    from pipeline.splitting import label_counts
+    from pipeline.data.splitting import label_counts
 
     data = labelled({"tarim": 100, "spor": 50, "magazin": 20})
     splits = split_records(data, 0.1, 0.2, seed=3, stratify=True)

@@ -15,9 +15,9 @@ import torch
 from safetensors.torch import load_file
 
 from pipeline.config import TrainConfig
-from pipeline.modeling import load_saved
-from pipeline.prompts import IGNORE_INDEX, tokenize_records
-from pipeline.training import PackedCollator, pack, sft_data, to_features, train
+from pipeline.train.modeling import load_saved
+from pipeline.train.prompts import IGNORE_INDEX, tokenize_records
+from pipeline.train.trainer import PackedCollator, pack, sft_data, to_features, train
 from tests.conftest import REPO, run_stage_cli
 
 QUESTIONS = ["Buğday ne zaman ekilir?", "Damla sulamanın faydası nedir?", "Arılar kışa nasıl hazırlanır?",

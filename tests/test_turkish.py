@@ -1,4 +1,4 @@
-from pipeline.turkish import normalise_for_match, tr_lower, tr_upper, words
+from pipeline.data.turkish import normalise_for_match, tr_lower, tr_upper, words
 
 
 def test_dotted_and_dotless_i():

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 
 from pipeline.io import atomic_path, write_json
-from pipeline.modeling import load_base, save_model_folder
+from pipeline.train.modeling import load_base, save_model_folder
 from pipeline.stages._runner import run_stage
 
 OUT_DIR = "models/base"

@@ -18,19 +18,19 @@ import gc
 import logging
 from pathlib import Path
 
-from pipeline import classification_eval as C
-from pipeline import evaluation as E
-from pipeline.classification import baselines, check_labels, predict_with_confidence
-from pipeline.classification_metrics import confusion_rows
+from pipeline.eval import classification as C
+from pipeline.eval import compare as E
+from pipeline.tasks.classification import baselines, check_labels, predict_with_confidence
+from pipeline.eval.classification_metrics import confusion_rows
 from pipeline.errors import HasatError
-from pipeline.generation import Decoding
+from pipeline.eval.generation import Decoding
 from pipeline.io import atomic_path, read_json, read_jsonl, write_json, write_jsonl
-from pipeline.lm_eval_hook import run_tasks
-from pipeline.modeling import device, load_finetuned, load_saved, require_model_folder
-from pipeline.multiple_choice import LETTERS, load_questions
-from pipeline.plots import classification_plots, evaluation_plots
-from pipeline.report import format_table
-from pipeline.review import render, render_classification
+from pipeline.eval.lm_eval_hook import run_tasks
+from pipeline.train.modeling import device, load_finetuned, load_saved, require_model_folder
+from pipeline.eval.multiple_choice import LETTERS, load_questions
+from pipeline.eval.plots import classification_plots, evaluation_plots
+from pipeline.eval.report import format_table
+from pipeline.eval.review import render, render_classification
 from pipeline.stages._runner import run_stage
 from pipeline.tracking import attach_run
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from pipeline.config import flatten
 from pipeline.errors import HasatError
 from pipeline.io import atomic_path, read_json
-from pipeline.modeling import DTYPES, load_finetuned
+from pipeline.train.modeling import DTYPES, load_finetuned
 from pipeline.stages._runner import run_stage
 from pipeline.tracking import attach_run
 
@@ -75,7 +75,7 @@ def _params_table(cfg) -> str:
 
 
 def classifier_card(cfg, metrics: dict) -> str:
-    from pipeline.classification_eval import headline, table_rows
+    from pipeline.eval.classification import headline, table_rows
 
     rows = table_rows(metrics)
     table = "\n".join("| " + " | ".join(row) + " |" for row in [rows[0], tuple("---" for _ in rows[0]), *rows[1:]])

@@ -24,11 +24,11 @@ from omegaconf import OmegaConf
 
 from pipeline.errors import HasatError
 from pipeline.io import atomic_path, read_jsonl, write_json
-from pipeline.modeling import load_saved, require_model_folder
+from pipeline.train.modeling import load_saved, require_model_folder
 from pipeline.stages._runner import run_stage
 from pipeline.tracking import log_stats_files, open_run
-from pipeline.classification import class_weights, sequence_classifier, weighted_loss
-from pipeline.training import check_quantization, classification_data, quantization_config, sft_data, train
+from pipeline.tasks.classification import class_weights, sequence_classifier, weighted_loss
+from pipeline.train.trainer import check_quantization, classification_data, quantization_config, sft_data, train
 
 BASE = Path("models/base")
 SPLIT_DIR = Path("data/processed/split")

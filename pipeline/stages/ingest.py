@@ -13,7 +13,7 @@ import logging
 from omegaconf import OmegaConf
 
 from pipeline.errors import HasatError
-from pipeline.ingest import IngestStats, Source, ingest_stream
+from pipeline.data.ingest import IngestStats, Source, ingest_stream
 from pipeline.io import JsonlWriter, staged_outputs, write_json
 from pipeline.stages._runner import run_stage
 

@@ -9,7 +9,7 @@ import logging
 
 from pipeline.errors import HasatError
 from pipeline.io import atomic_path, read_jsonl, write_json, write_jsonl
-from pipeline.splitting import SPLITS, label_counts, leaked_prompts, split_records
+from pipeline.data.splitting import SPLITS, label_counts, leaked_prompts, split_records
 from pipeline.stages._runner import run_stage
 
 IN = "data/processed/tokenized.jsonl"

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 
-from pipeline.classification import check_labels, encode_texts, label_list
+from pipeline.tasks.classification import check_labels, encode_texts, label_list
 from pipeline.errors import HasatError
 from pipeline.io import read_jsonl, write_json, write_jsonl
-from pipeline.modeling import require_model_folder
-from pipeline.prompts import length_stats, tokenize_records
+from pipeline.train.modeling import require_model_folder
+from pipeline.train.prompts import length_stats, tokenize_records
 from pipeline.stages._runner import run_stage
 
 BASE = "models/base"

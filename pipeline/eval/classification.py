@@ -4,7 +4,7 @@ the same test texts, in one table with paired bootstrap intervals.
 
 Accuracy, macro-F1 and weighted F1 are corpus statistics of per-item counts (correct; per class
 tp, fp, fn), so a bootstrap resample is `counts @ per_item_stats` as for the generation metrics
-(`pipeline.bootstrap`), and the difference fine-tuned − baseline is paired: both are scored on the
+(`pipeline.eval.bootstrap`), and the difference fine-tuned − baseline is paired: both are scored on the
 same resampled texts. A class that a resample neither contains nor predicts is left out of that
 resample's macro average (scikit-learn does the same when it infers the classes).
 """
@@ -15,8 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
-from pipeline.bootstrap import percentile_interval, resample_counts
-from pipeline.report import format_cell, text_table, verdict
+from pipeline.eval.bootstrap import percentile_interval, resample_counts
+from pipeline.eval.report import format_cell, text_table, verdict
 
 SYSTEMS = (("majority", "majority class"), ("tfidf_char_lr", "TF-IDF char n-grams + LR"),
            ("finetuned", "fine-tuned LM classifier"))
@@ -65,7 +65,7 @@ def compare(y_true: Sequence[str], predictions: dict[str, Sequence[str]], labels
     """The systems' scores with intervals, and fine-tuned − each baseline with paired intervals.
 
     `predictions` maps every name in SYSTEMS to predicted labels in the order of `y_true`."""
-    from pipeline.classification_metrics import classification_metrics
+    from pipeline.eval.classification_metrics import classification_metrics
 
     index = {label: i for i, label in enumerate(labels)}
     k = len(labels)

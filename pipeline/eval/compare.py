@@ -12,12 +12,12 @@ from typing import Optional
 
 import numpy as np
 
-from pipeline import metrics as M
-from pipeline.bootstrap import PairedResult, paired_bootstrap, resample_counts
+from pipeline.eval import metrics as M
+from pipeline.eval.bootstrap import PairedResult, paired_bootstrap, resample_counts
 from pipeline.errors import HasatError
-from pipeline.generation import Decoding, Generation, generate
-from pipeline.loglik import reference_nll
-from pipeline.multiple_choice import Question, QuestionResult, correct_matrix, per_topic, score_questions
+from pipeline.eval.generation import Decoding, Generation, generate
+from pipeline.eval.loglik import reference_nll
+from pipeline.eval.multiple_choice import Question, QuestionResult, correct_matrix, per_topic, score_questions
 
 log = logging.getLogger("hasat")
 ITEM_METRICS = ("chrf", "rouge_l", "token_f1", "perplexity")  # per item, in the review report

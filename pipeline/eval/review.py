@@ -12,7 +12,7 @@ from html import escape
 from pathlib import Path
 from typing import Optional, Sequence
 
-from pipeline.report import headline, summary_rows
+from pipeline.eval.report import headline, summary_rows
 
 SORT_DESCRIPTIONS = {
     "finetuned_chrf": "lowest fine-tuned chrF first (the answers of the model you would ship that match the "
@@ -160,7 +160,7 @@ def render(result: dict, items: Sequence[dict], sort: str, context: dict[str, st
 
 
 def _classification_table(result: dict) -> str:
-    from pipeline.classification_eval import BASELINES, METRICS, table_rows
+    from pipeline.eval.classification import BASELINES, METRICS, table_rows
 
     header, *rows = table_rows(result)
     # the rows after the systems' are fine-tuned − each baseline, coloured by their verdicts
@@ -197,7 +197,7 @@ def render_classification(result: dict, errors: Sequence[dict], context: dict[st
                           images: Sequence[tuple[Path, str]] = ()) -> str:
     """The review report of a classifier: the table against the baselines, plots, per-class scores,
     and every misclassified test text (most confident mistakes first)."""
-    from pipeline.classification_eval import headline
+    from pipeline.eval.classification import headline
 
     meta = " · ".join(f"{escape(k)}: <code>{escape(str(v))}</code>" for k, v in context.items())
     b = result["bootstrap"]

@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 from sacrebleu.metrics import BLEU, CHRF
 
-from pipeline.turkish import normalise_for_match, words
+from pipeline.data.turkish import normalise_for_match, words
 
 
 class TurkishRougeTokenizer:
@@ -141,7 +141,7 @@ def text_statistics(predictions: list[str], references: list[str]) -> tuple[dict
 
 
 def perplexity_statistics(nll_and_counts: list[tuple[float, int]]) -> np.ndarray:
-    """[NLL sum, token count] per item (from `pipeline.loglik.reference_nll`)."""
+    """[NLL sum, token count] per item (from `pipeline.eval.loglik.reference_nll`)."""
     return np.asarray(nll_and_counts, dtype=float).reshape(-1, 2)
 
 

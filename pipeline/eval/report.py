@@ -1,6 +1,6 @@
-"""The base-vs-fine-tuned table: printed by evaluate and by `python -m pipeline.report`.
+"""The base-vs-fine-tuned table: printed by evaluate and by `python -m pipeline.eval.report`.
 
-    python -m pipeline.report [metrics/eval.json]
+    python -m pipeline.eval.report [metrics/eval.json]
 
 Each score comes with its bootstrap interval; the last column says whether the paired interval
 of the delta excludes 0 (`better` / `worse`) or not (`n.s.`: the test set cannot tell them apart).
@@ -87,7 +87,7 @@ def text_table(rows: list[tuple[str, ...]], rules_after: tuple[int, ...]) -> lis
 
 def format_table(result: dict) -> str:
     if result.get("task") == "classification":
-        from pipeline.classification_eval import format_table as classification_table
+        from pipeline.eval.classification import format_table as classification_table
 
         return classification_table(result)
     decoding = result.get("decoding", "greedy")

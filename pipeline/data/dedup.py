@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 import xxhash
 
-from pipeline.turkish import normalise_for_match
+from pipeline.data.turkish import normalise_for_match
 
 _U32 = np.uint32
 _MASK32 = np.uint64(0xFFFFFFFF)

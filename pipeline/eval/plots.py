@@ -158,10 +158,10 @@ def bar_rows(section: dict, keys, labels: dict[str, str], higher_is_better=lambd
 
 def evaluation_plots(result: dict, per_item: dict, mc_rows: list[dict], folder: Path) -> list[tuple[Path, str]]:
     """The evaluate stage's PNGs in `folder`: metric bars, per-item chrF, MC answer positions."""
-    from pipeline.classification_metrics import confusion
-    from pipeline.metrics import SPECS
-    from pipeline.multiple_choice import LETTERS
-    from pipeline.report import MC_METRICS
+    from pipeline.eval.classification_metrics import confusion
+    from pipeline.eval.metrics import SPECS
+    from pipeline.eval.multiple_choice import LETTERS
+    from pipeline.eval.report import MC_METRICS
 
     labels = {k: s.label for k, s in SPECS.items()} | {k: label for k, label in MC_METRICS}
     panels = [("Generation (0–100, higher is better)", bar_rows(result, BAR_METRICS, labels)),
@@ -191,7 +191,7 @@ SYSTEM_COLOURS = ("#bdbdbd", "#8c8c8c", TUNED_COLOUR)
 
 def system_bars(path: str | Path, result: dict) -> None:
     """Classification: accuracy / macro-F1 / weighted F1 of each system with 95% interval error bars."""
-    from pipeline.classification_eval import METRICS, SYSTEMS
+    from pipeline.eval.classification import METRICS, SYSTEMS
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
@@ -222,7 +222,7 @@ def system_bars(path: str | Path, result: dict) -> None:
 
 def classification_plots(result: dict, items: list[dict], folder: Path) -> list[tuple[Path, str]]:
     """The evaluate stage's PNGs for a classifier: system bars, confusion matrices (fine-tuned, TF-IDF)."""
-    from pipeline.classification_metrics import confusion
+    from pipeline.eval.classification_metrics import confusion
 
     labels = result["labels"]
     images = [(folder / "metrics.png", "Fine-tuned classifier vs baselines with 95% intervals"),

@@ -7,7 +7,7 @@ import random
 from collections import defaultdict
 
 from pipeline.errors import HasatError
-from pipeline.records import prompt_key
+from pipeline.data.records import prompt_key
 
 SPLITS = ("train", "val", "test")
 

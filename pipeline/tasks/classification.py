@@ -111,7 +111,7 @@ def baselines(train_rows: list[dict], test_rows: list[dict], seed: int = 0) -> d
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
-    from pipeline.turkish import tr_lower
+    from pipeline.data.turkish import tr_lower
 
     texts, labels = [r["text"] for r in train_rows], [str(r["label"]) for r in train_rows]
     test_texts = [r["text"] for r in test_rows]

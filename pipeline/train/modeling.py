@@ -148,7 +148,7 @@ def load_finetuned(base_dir: str | Path, finetuned_dir: str | Path):
     from peft import PeftModel
 
     if classifier:
-        from pipeline.classification import sequence_classifier
+        from pipeline.tasks.classification import sequence_classifier
 
         tokenizer, base = sequence_classifier(require_model_folder(base_dir), info["labels"])
     else:

@@ -25,11 +25,11 @@ from typing import Callable, Iterable, Iterator, Optional
 import numpy as np
 
 from pipeline.config import CleanConfig
-from pipeline.dedup import MinHasher, NearDuplicateIndex, key_of_normalised, lsh_bands
+from pipeline.data.dedup import MinHasher, NearDuplicateIndex, key_of_normalised, lsh_bands
 from pipeline.errors import HasatError
-from pipeline.pii import PiiMasker
-from pipeline.records import is_chat, text_slots
-from pipeline.turkish import normalise_for_match
+from pipeline.data.pii import PiiMasker
+from pipeline.data.records import is_chat, text_slots
+from pipeline.data.turkish import normalise_for_match
 
 TRANSFORMS = ("mojibake", "html", "unicode", "control_chars", "whitespace", "pii")
 FILTERS = ("empty", "length_chars", "length_tokens", "language", "exact_dedup", "near_dedup")
@@ -237,7 +237,7 @@ class RowCleaner:
         self.longest_token = max(map(len, vocab)) if vocab else None  # characters (= bytes, byte-level BPE)
         self.detector = detector
         if cfg.language.enabled and detector is None:
-            from pipeline.langid import LanguageDetector
+            from pipeline.data.langid import LanguageDetector
 
             self.detector = LanguageDetector()
         n = cfg.near_duplicates

@@ -1,4 +1,4 @@
-"""Read training data of any common shape into canonical records (see pipeline/records.py).
+"""Read training data of any common shape into canonical records (see pipeline/data/records.py).
 
 Formats: JSONL, JSON array, CSV/TSV (delimiter sniffed: `,` `;` tab `|`; quoted fields may hold
 newlines), Parquet, and Hugging Face datasets (a hub name, a `save_to_disk` folder, or a folder of
@@ -6,7 +6,7 @@ data files through `datasets.load_dataset`). Schemas: Alpaca (`instruction`/`inp
 `messages` (`role`/`content`), ShareGPT `conversations` (`from`/`value`, converted to `messages`) and
 classification `text` + `label`; detected per file unless configured, after the source's column
 mapping (`{talimat: instruction}`) renames user columns. Text files are decoded with the detected
-encoding (pipeline/encoding.py) and read as a stream.
+encoding (pipeline/data/encoding.py) and read as a stream.
 
 Every row read ends in exactly one place: a record, or a reject {"source", "reason", "raw"} whose
 `source` is `file:line` (JSONL), `file:item N` (JSON array) or `file:row N` (CSV, Parquet, HF).
@@ -29,9 +29,9 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 
 import orjson
 
-from pipeline.encoding import BAD_BYTE_RE, SURROGATE_RE, Detected, detect_encoding, first_bad_byte, open_text
+from pipeline.data.encoding import BAD_BYTE_RE, SURROGATE_RE, Detected, detect_encoding, first_bad_byte, open_text
 from pipeline.errors import HasatError
-from pipeline.records import ROLES
+from pipeline.data.records import ROLES
 
 FORMATS_BY_SUFFIX = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
                      ".tab": "tsv", ".parquet": "parquet", ".pq": "parquet"}

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from pipeline.errors import HasatError
-from pipeline.records import is_chat, messages_of, prompt_text_of, reference_of
+from pipeline.data.records import is_chat, messages_of, prompt_text_of, reference_of
 
 IGNORE_INDEX = -100
 PROMPT_FORMATS = ("chat_template", "alpaca", "phi3", "chatml", "llama3")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import lru_cache
 from importlib import resources
 
-from pipeline.turkish import tr_lower
+from pipeline.data.turkish import tr_lower
 
 _LABEL = "__label__"
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Iterator, Optional
 
-from pipeline.turkish import normalise_for_match
+from pipeline.data.turkish import normalise_for_match
 
 ROLES = ("system", "user", "assistant")
 

@@ -13,7 +13,7 @@ from typing import Callable, Optional
 import torch
 
 from pipeline.errors import HasatError
-from pipeline.prompts import IGNORE_INDEX
+from pipeline.train.prompts import IGNORE_INDEX
 
 
 def to_features(rows: list[dict]) -> list[dict]:

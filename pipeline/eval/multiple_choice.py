@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import HasatError
-from pipeline.loglik import span_logprobs
+from pipeline.eval.loglik import span_logprobs
 
 N_CHOICES = 4
 LETTERS = "ABCD"
