@@ -24,7 +24,8 @@ import torch
 from pipeline.io import read_jsonl
 from pipeline.train.modeling import load_saved
 from pipeline.train.prompts import IGNORE_INDEX
-from pipeline.train.trainer import PackedCollator, pack, wrap_lora
+from pipeline.train.packing import PackedCollator, pack
+from pipeline.train.trainer import wrap_lora
 from pipeline.config import LoraConfig
 
 

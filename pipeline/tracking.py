@@ -116,8 +116,46 @@ def attach_run(cfg, run_file: Path) -> Iterator[object]:
         yield mlflow
 
 
-def log_stats_files(mlflow, files: list[Path]) -> None:
+def log_metrics(metrics: dict[str, float], step: Optional[int] = None) -> None:
+    """Into the active run (finetune's, during training)."""
+    import mlflow
+
+    mlflow.log_metrics(metrics, step=step)
+
+
+def end_run(failed: bool = False) -> None:
+    import mlflow
+
+    mlflow.end_run(status="FAILED" if failed else "FINISHED")
+
+
+def log_eval(cfg, run_file: Path, metrics: dict[str, float], tags: dict[str, str], artifacts: list[Path]) -> None:
+    """evaluate's numbers, tags and report files (folders too) into the model's run, under eval/."""
+    with attach_run(cfg, run_file) as mlflow:
+        mlflow.log_metrics(metrics)
+        if tags:
+            mlflow.set_tags(tags)
+        for path in artifacts:
+            if Path(path).is_dir():
+                mlflow.log_artifacts(str(path), artifact_path=f"eval/{Path(path).name}")
+            else:
+                mlflow.log_artifact(str(path), artifact_path="eval")
+
+
+def log_export(cfg, run_file: Path, card: Path, model_dir: Path, log_model: bool) -> None:
+    """The model card, and (log_model) the exported HF folder itself: mlflow.transformers.log_model
+    breaks on transformers 5's pipeline registry (impl given as a string), and the folder is what
+    users load."""
+    with attach_run(cfg, run_file) as mlflow:
+        mlflow.log_artifact(str(card), artifact_path="model_card")
+        if log_model:
+            mlflow.log_artifacts(str(model_dir), artifact_path="model")
+
+
+def log_stats_files(files: list[Path]) -> None:
     """Numeric entries of data-stage stats JSONs as metrics `<stage>.<key>`, the files as artifacts."""
+    import mlflow
+
     for path in files:
         if not path.is_file():
             continue

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from pipeline.tasks.classification import (baselines, check_labels, class_weights, encode_texts, label_list, predict,
-                                     sequence_classifier, weighted_loss)
+from pipeline.eval.classification import baselines, predict
+from pipeline.tasks.classification import check_labels, encode_texts, label_list
+from pipeline.train.classifier import class_weights, sequence_classifier, weighted_loss
 from pipeline.errors import HasatError
 
 ROWS = [{"source": f"h:{i}", "text": text, "label": label} for i, (text, label) in enumerate([

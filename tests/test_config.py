@@ -5,7 +5,8 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from pipeline.config import CONFIG_GROUPS, load_config
+from pipeline.config import CONFIG_GROUPS
+from pipeline.config_loader import load_config
 from pipeline.errors import HasatError
 from tests.conftest import REPO, run_stage_cli
 
@@ -93,3 +94,35 @@ def test_sources_override_is_typed():
                       params_file=REPO / "params.yaml")
     assert cfg.data.sources[0].weight == 0.5 and cfg.data.sources[0].columns == {"talimat": "instruction"}
     assert cfg.data.sources[1].format == "auto" and cfg.data.sources[1].weight is None
+
+
+def test_dataclass_defaults_are_the_default_composition_of_conf():
+    """The dataclasses are the schema: their defaults must be what conf/'s defaults compose to."""
+    from pipeline.config import HasatConfig, flatten
+
+    defaults = flatten(OmegaConf.structured(HasatConfig))
+    composed = flatten(OmegaConf.load(REPO / "params.yaml"))
+    differ = {k: (defaults.get(k), composed.get(k)) for k in set(defaults) | set(composed)
+              if defaults.get(k, "<missing>") != composed.get(k, "<missing>")}
+    assert differ == {}
+
+
+def test_choices_come_from_the_schema():
+    from pipeline.config import CHOICES, PromptFormat
+    from pipeline.train.prompts import PROMPT_FORMATS
+    from typing import get_args
+
+    assert CHOICES["task.prompt_format"] == get_args(PromptFormat) == PROMPT_FORMATS
+    assert CHOICES["tokenize.truncation"] == ("drop", "truncate", "error")
+    for option in sorted((REPO / "conf").glob("*/*.yaml")):  # every shipped option uses a known value
+        group = option.parent.name
+        values = flatten_yaml(OmegaConf.load(option), group)
+        for key, allowed in CHOICES.items():
+            if key in values:
+                assert values[key] in allowed, (option, key)
+
+
+def flatten_yaml(node, prefix: str) -> dict:
+    from pipeline.config import flatten
+
+    return flatten(OmegaConf.to_container(node), f"{prefix}.")

@@ -4,6 +4,7 @@ from collections import Counter
 import pytest
 
 from pipeline.eval import multiple_choice as mc
+from pipeline.config import check_mc_template
 from pipeline.errors import HasatError
 from pipeline.eval.loglik import SpanScore
 from pipeline.train.modeling import load_saved
@@ -53,10 +54,10 @@ def test_missing_field_broken_json_duplicate_id_and_empty_file(tmp_path):
 
 
 def test_template_must_name_only_the_question():
-    mc.check_template("Soru: {question}\nCevap:")
+    check_mc_template("Soru: {question}\nCevap:")
     for bad in ("Soru ve cevap:", "Soru: {question} {choices}"):
         with pytest.raises(HasatError, match="eval.mc.template"):
-            mc.check_template(bad)
+            check_mc_template(bad)
 
 
 def test_encode_pair_splits_like_the_harness(smollm2_tokenizer):

@@ -28,7 +28,7 @@ def test_chat_template_masks_prompt_and_keeps_eos_label(smollm2_tokenizer):
 def test_eos_label_survives_padding_by_the_collator(smollm2_tokenizer):
     from transformers import DataCollatorForSeq2Seq
 
-    from pipeline.train.trainer import to_features
+    from pipeline.train.packing import to_features
 
     tok = smollm2_tokenizer
     short = encode(RECORD, tok, "chat_template", None, False, 384, "drop")

@@ -17,7 +17,8 @@ from safetensors.torch import load_file
 from pipeline.config import TrainConfig
 from pipeline.train.modeling import load_saved
 from pipeline.train.prompts import IGNORE_INDEX, tokenize_records
-from pipeline.train.trainer import PackedCollator, pack, sft_data, to_features, train
+from pipeline.train.packing import PackedCollator, pack, to_features
+from pipeline.train.trainer import sft_data, train
 from tests.conftest import REPO, run_stage_cli
 
 QUESTIONS = ["Buğday ne zaman ekilir?", "Damla sulamanın faydası nedir?", "Arılar kışa nasıl hazırlanır?",

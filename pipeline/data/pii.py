@@ -16,6 +16,8 @@ import re
 from collections import Counter
 from typing import Callable
 
+from pipeline.config import PII_PLACEHOLDERS
+
 EMAIL_RE = re.compile(r"(?<![\w.+-])[\w.+-]+@(?:[\w-]+\.)+[A-Za-z]{2,24}(?![\w-])")
 IBAN_RE = re.compile(r"(?<![\w])TR[ ]?\d{2}(?:[ -]?\d{4}){5}[ -]?\d{2}(?!\d)", re.IGNORECASE)
 TCKN_RE = re.compile(r"(?<![\d.,])[1-9]\d{10}(?![\d])")
@@ -31,7 +33,7 @@ PHONE_RE = re.compile(
     r")(?!\d)"
 )
 KINDS = ("email", "iban", "tckn", "phone")  # the order they are applied in: e-mails and IBANs hold digits
-PLACEHOLDERS = {"email": "[EPOSTA]", "iban": "[IBAN]", "tckn": "[TCKN]", "phone": "[TELEFON]"}
+PLACEHOLDERS = PII_PLACEHOLDERS
 
 
 def tckn_valid(digits: str) -> bool:

@@ -1,6 +1,7 @@
-"""The classification side of `evaluate`: the fine-tuned LM classifier against the majority class
-and TF-IDF character n-grams + logistic regression, trained on the same train split and scored on
-the same test texts, in one table with paired bootstrap intervals.
+"""The classification side of `evaluate`: the fine-tuned LM classifier's predictions against the
+majority class and TF-IDF character n-grams + logistic regression (both baselines are here too),
+trained on the same train split and scored on the same test texts, in one table with paired
+bootstrap intervals.
 
 Accuracy, macro-F1 and weighted F1 are corpus statistics of per-item counts (correct; per class
 tp, fp, fn), so a bootstrap resample is `counts @ per_item_stats` as for the generation metrics
@@ -16,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from pipeline.eval.bootstrap import percentile_interval, resample_counts
-from pipeline.eval.report import format_cell, text_table, verdict
+from pipeline.eval.tables import format_cell, text_table, verdict
 
 SYSTEMS = (("majority", "majority class"), ("tfidf_char_lr", "TF-IDF char n-grams + LR"),
            ("finetuned", "fine-tuned LM classifier"))
@@ -150,3 +151,54 @@ def item_rows(rows: list[dict], predictions: dict[str, Sequence[str]], confidenc
 def misclassified(items: list[dict]) -> list[dict]:
     """The fine-tuned classifier's errors, most confident first (the ones to look at)."""
     return sorted((it for it in items if not it["correct"]), key=lambda it: -it["finetuned_confidence"])
+
+
+def predict(model, tokenizer, rows: list[dict], batch_size: int) -> list[int]:
+    """Predicted label ids, in the order of `rows` (batched, right padding)."""
+    return predict_with_confidence(model, tokenizer, rows, batch_size)[0]
+
+
+def predict_with_confidence(model, tokenizer, rows: list[dict], batch_size: int) -> tuple[list[int], list[float]]:
+    """Predicted label ids and the softmax probability of each prediction, in the order of `rows`."""
+    import torch
+
+    model.eval()
+    dev = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id
+    predictions: list[int] = []
+    confidence: list[float] = []
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start:start + batch_size]
+        width = max(len(r["input_ids"]) for r in batch)
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, row in enumerate(batch):
+            ids[i, : len(row["input_ids"])] = torch.tensor(row["input_ids"])
+            mask[i, : len(row["input_ids"])] = 1
+        with torch.inference_mode():
+            logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits.float()
+        best = logits.softmax(-1).max(-1)
+        predictions += best.indices.tolist()
+        confidence += best.values.tolist()
+    return predictions, confidence
+
+
+def baselines(train_rows: list[dict], test_rows: list[dict], seed: int = 0) -> dict[str, list[str]]:
+    """Predicted labels of the majority class and of TF-IDF char n-grams + logistic regression."""
+    from sklearn.dummy import DummyClassifier
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from pipeline.data.turkish import tr_lower
+
+    texts, labels = [r["text"] for r in train_rows], [str(r["label"]) for r in train_rows]
+    test_texts = [r["text"] for r in test_rows]
+    majority = DummyClassifier(strategy="most_frequent").fit(texts, labels)
+    tfidf = make_pipeline(
+        # character n-grams within word boundaries suit Turkish suffixes; Turkish-aware lower-casing
+        TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), preprocessor=tr_lower, sublinear_tf=True),
+        LogisticRegression(max_iter=2000, class_weight="balanced", random_state=seed),
+    ).fit(texts, labels)
+    return {"majority": [str(p) for p in majority.predict(test_texts)],
+            "tfidf_char_lr": [str(p) for p in tfidf.predict(test_texts)]}

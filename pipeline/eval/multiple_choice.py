@@ -18,13 +18,13 @@ Metrics, from `ConfigurableTask.process_results` in lm_eval/api/task.py:
 from __future__ import annotations
 
 import json
-import string
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.config import check_mc_template
 from pipeline.errors import HasatError
 from pipeline.eval.loglik import span_logprobs
 
@@ -102,13 +102,6 @@ def load_questions(path: str | Path) -> list[Question]:
     return questions
 
 
-def check_template(template: str) -> None:
-    fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
-    if fields != {"question"}:
-        raise HasatError(f"config key 'eval.mc.template': must contain {{question}} and no other field "
-                         f"(found {sorted(fields) or 'none'})")
-
-
 def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
     """Context and continuation token ids the way the harness's HFLM splits them."""
     n_spaces = len(context) - len(context.rstrip())
@@ -122,7 +115,7 @@ def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], 
 
 
 def score_questions(model, tokenizer, questions: list[Question], template: str, batch_size: int) -> list[QuestionResult]:
-    check_template(template)
+    check_mc_template(template)
     sequences, starts = [], []
     for q in questions:
         context = template.format(question=q.question)

@@ -10,31 +10,16 @@ from __future__ import annotations
 
 import sys
 
+from pipeline.eval.classification import format_table as classification_table
+from pipeline.eval.tables import format_cell, text_table, verdict
 from pipeline.io import read_json
+from pipeline.paths import stats
 
 METRICS = (("chrf", "chrF"), ("chrf_pp", "chrF++"), ("bleu", "BLEU"), ("rouge_1", "ROUGE-1"),
            ("rouge_2", "ROUGE-2"), ("rouge_l", "ROUGE-L"), ("token_f1", "token F1"),
            ("exact_match", "exact match"), ("perplexity", "perplexity ↓"), ("never_stopped", "never stopped"))
 MC_METRICS = (("acc", "MC acc"), ("acc_norm", "MC acc_norm"))
 LOWER_IS_BETTER = {"perplexity", "never_stopped"}
-
-
-def verdict(delta_ci: dict | None, lower_is_better: bool = False) -> str:
-    if not delta_ci:
-        return ""
-    low, high = delta_ci["low"], delta_ci["high"]
-    if low <= 0 <= high:
-        return "n.s."
-    return "better" if (low > 0) != lower_is_better else "worse"
-
-
-def format_cell(value: float, ci: dict | None = None, signed: bool = False) -> str:
-    """'12.34 [10.00, 14.50]' (signed: '+1.23 [-0.50, +2.00]')."""
-    fmt = "{:+.2f}" if signed else "{:.2f}"
-    text = fmt.format(value)
-    if ci:
-        text += f" [{fmt.format(ci['low'])}, {fmt.format(ci['high'])}]"
-    return text
 
 
 def _rows(section: dict, metrics) -> list[tuple[str, str, str, str, str]]:
@@ -73,22 +58,8 @@ def headline(result: dict) -> str:
             "n.s.": f"Verdict {where}: no clear difference; the interval includes 0 on chrF."}[verdict(ci)]
 
 
-def text_table(rows: list[tuple[str, ...]], rules_after: tuple[int, ...]) -> list[str]:
-    """Aligned lines: first column left, the others right; a rule under each row in `rules_after`."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = []
-    for n, row in enumerate(rows):
-        lines.append("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in
-                               enumerate(zip(row, widths))).rstrip())
-        if n in rules_after:
-            lines.append("-" * (sum(widths) + 2 * (len(widths) - 1)))
-    return lines
-
-
 def format_table(result: dict) -> str:
     if result.get("task") == "classification":
-        from pipeline.eval.classification import format_table as classification_table
-
         return classification_table(result)
     decoding = result.get("decoding", "greedy")
     lines = [f"Test split: {result['test_rows']} items ({decoding}, max_new_tokens={result['max_new_tokens']})"]
@@ -107,7 +78,7 @@ def format_table(result: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    path = argv[0] if argv else "metrics/eval.json"
+    path = argv[0] if argv else stats("eval")
     print(format_table(read_json(path)))
     return 0
 

@@ -9,7 +9,8 @@ import time
 import warnings
 from typing import Callable
 
-from pipeline.config import HasatConfig, load_config
+from pipeline.config import HasatConfig
+from pipeline.config_loader import load_config
 from pipeline.errors import HasatError
 
 

@@ -7,25 +7,25 @@ from __future__ import annotations
 
 import logging
 
+from pipeline import paths
+from pipeline.config import HasatConfig
 from pipeline.io import atomic_path, write_json
 from pipeline.train.modeling import load_base, save_model_folder
 from pipeline.stages._runner import run_stage
 
-OUT_DIR = "models/base"
-STATS = "metrics/base_model.json"
 log = logging.getLogger("hasat")
 
 
-def main(cfg) -> None:
+def main(cfg: HasatConfig) -> None:
     log.info("base_model: loading %s (%s from %s)", cfg.model.name, cfg.model.source, cfg.model.location)
     tokenizer, model = load_base(cfg.model, cfg.seed)
-    with atomic_path(OUT_DIR) as tmp:
+    with atomic_path(paths.BASE_MODEL) as tmp:
         save_model_folder(tokenizer, model, tmp)
     stats = {"model": cfg.model.name, "source": cfg.model.source,
              "parameters": sum(p.numel() for p in model.parameters()),
              "vocab_size": len(tokenizer), "pad_equals_eos": tokenizer.pad_token_id == tokenizer.eos_token_id}
-    write_json(STATS, stats)
-    log.info("base_model: %s parameters, vocab %s -> %s", f"{stats['parameters']:,}", stats["vocab_size"], OUT_DIR)
+    write_json(paths.stats("base_model"), stats)
+    log.info("base_model: %s parameters, vocab %s -> %s", f"{stats['parameters']:,}", stats["vocab_size"], paths.BASE_MODEL)
 
 
 if __name__ == "__main__":

@@ -22,22 +22,17 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from pipeline import paths, tracking
+from pipeline.config import HasatConfig, TrainConfig
 from pipeline.errors import HasatError
 from pipeline.io import atomic_path, read_jsonl, write_json
-from pipeline.train.modeling import load_saved, require_model_folder
 from pipeline.stages._runner import run_stage
-from pipeline.tracking import log_stats_files, open_run
-from pipeline.tasks.classification import class_weights, sequence_classifier, weighted_loss
-from pipeline.train.trainer import check_quantization, classification_data, quantization_config, sft_data, train
+from pipeline.tasks.training import training_for
+from pipeline.train.modeling import require_model_folder
+from pipeline.train.trainer import check_quantization, train
 
-BASE = Path("models/base")
-SPLIT_DIR = Path("data/processed/split")
-OUT_DIR = "models/finetuned"
-RUN_FILE = "mlflow_run.json"
-LOSS_DIR = Path("reports/loss")
-STATS = "metrics/finetune.json"
-CHECKPOINT_ROOT = Path(".hasat/checkpoints")
-DATA_STATS = [Path(f"metrics/{name}.json") for name in ("base_model", "ingest", "clean", "tokenize", "split")]
+BASE = paths.BASE_MODEL
+RUN_FILE = paths.RUN_FILE
 log = logging.getLogger("hasat")
 
 
@@ -49,20 +44,20 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def checkpoint_dir(cfg) -> Path:
+def checkpoint_dir(cfg: HasatConfig) -> Path:
     """Checkpoints are keyed by everything training depends on: a stale one is never resumed."""
     train_cfg = OmegaConf.to_container(cfg.train, resolve=True)
     for key in ("launcher", "resume"):  # how the run is started, not what it computes
         train_cfg.pop(key)
-    inputs = [SPLIT_DIR / "train.jsonl", SPLIT_DIR / "val.jsonl"] + sorted(BASE.glob("*.json")) \
+    inputs = [paths.TRAIN_SPLIT, paths.VAL_SPLIT] + sorted(BASE.glob("*.json")) \
         + sorted(BASE.glob("*.safetensors"))
     key = hashlib.sha1(json.dumps(train_cfg, sort_keys=True).encode())
     for path in inputs:
         key.update(f"{path.name}:{_file_digest(path)}".encode())
-    return CHECKPOINT_ROOT / f"finetune-{key.hexdigest()[:16]}"
+    return paths.CHECKPOINT_ROOT / f"finetune-{key.hexdigest()[:16]}"
 
 
-def relaunch(train_cfg, argv: list[str]) -> int:
+def relaunch(train_cfg: TrainConfig, argv: list[str]) -> int:
     """Run this stage again in `num_processes` processes under torchrun or accelerate."""
     n = str(train_cfg.num_processes)
     if train_cfg.launcher == "torchrun":
@@ -82,34 +77,7 @@ def write_loss_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
         writer.writerows(rows)
 
 
-def split_labels(rows: list[dict]) -> list[str]:
-    """id -> label as tokenize fixed it; every class must have training rows."""
-    by_id = {r["label_id"]: str(r["label"]) for r in rows}
-    if sorted(by_id) != list(range(len(by_id))):
-        raise HasatError("train split lacks some classes (label ids are not contiguous); re-run split")
-    return [by_id[i] for i in range(len(by_id))]
-
-
-def load_model(cfg, train_rows: list[dict]):
-    """(tokenizer, model, labels or None)."""
-    if cfg.task.kind == "classification":
-        labels = split_labels(train_rows)
-        return (*sequence_classifier(BASE, labels), labels)
-    if cfg.train.quantization == "none":
-        return (*load_saved(BASE), None)
-    return (*load_saved(BASE, quantization_config=quantization_config(cfg.train)), None)
-
-
-def task_data(cfg, tokenizer, train_rows: list[dict], val_rows: list[dict], labels):
-    if cfg.task.kind != "classification":
-        return sft_data(tokenizer, train_rows, val_rows, cfg.train)
-    weights = class_weights(train_rows, labels) if cfg.task.class_weights else None
-    return classification_data(tokenizer, train_rows, val_rows, weighted_loss(weights) if weights else None)
-
-
-def main(cfg) -> None:
-    import mlflow
-
+def main(cfg: HasatConfig) -> None:
     check_quantization(cfg.train)
     if cfg.train.launcher != "none" and "LOCAL_RANK" not in os.environ:
         code = relaunch(cfg.train, sys.argv[1:])
@@ -118,10 +86,11 @@ def main(cfg) -> None:
         return
     chief = int(os.environ.get("RANK", "0")) == 0
     require_model_folder(BASE)
-    train_rows, val_rows = read_jsonl(SPLIT_DIR / "train.jsonl"), read_jsonl(SPLIT_DIR / "val.jsonl")
+    train_rows, val_rows = read_jsonl(paths.TRAIN_SPLIT), read_jsonl(paths.VAL_SPLIT)
     if not train_rows or not val_rows:
-        raise HasatError(f"{SPLIT_DIR}: the train and validation splits must not be empty")
-    tokenizer, model, labels = load_model(cfg, train_rows)
+        raise HasatError(f"{paths.SPLIT_DIR}: the train and validation splits must not be empty")
+    task = training_for(cfg.task.kind)
+    tokenizer, model, labels = task.training_model(cfg, BASE, train_rows)
     ckpt = checkpoint_dir(cfg)
     if not cfg.train.resume:
         shutil.rmtree(ckpt, ignore_errors=True)
@@ -130,19 +99,19 @@ def main(cfg) -> None:
     if chief:
         previous = ckpt / RUN_FILE
         resume_id = json.loads(previous.read_text())["run_id"] if cfg.train.resume and previous.is_file() else None
-        run = open_run(cfg, resume_run_id=resume_id)
+        run = tracking.open_run(cfg, resume_run_id=resume_id)
         previous.write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
     try:
         if chief:
-            log_stats_files(mlflow, DATA_STATS)
+            tracking.log_stats_files([paths.stats(stage) for stage in paths.DATA_STAGES])
             log.info("finetune: %s on %d rows (val %d), checkpoints in %s, MLflow run %s", cfg.train.method,
                      len(train_rows), len(val_rows), ckpt, run["run_id"])
         model, loss_log, summary = train(
-            model, task_data(cfg, tokenizer, train_rows, val_rows, labels), cfg.train, ckpt, resume=cfg.train.resume,
-            on_metrics=(lambda metrics, step: mlflow.log_metrics(metrics, step=step)) if chief else None)
+            model, task.training_data(cfg, tokenizer, train_rows, val_rows, labels), cfg.train, ckpt,
+            resume=cfg.train.resume, on_metrics=tracking.log_metrics if chief else None)
         if not chief:
             return
-        with atomic_path(OUT_DIR) as out:
+        with atomic_path(paths.FINETUNED) as out:
             out.mkdir()
             folder = out / ("adapter" if cfg.train.method == "lora" else "model")
             model.save_pretrained(folder)
@@ -150,19 +119,19 @@ def main(cfg) -> None:
             write_json(out / "finetune.json", {"method": cfg.train.method, "task": cfg.task.kind, "labels": labels,
                                                "base": str(BASE), "run_id": run["run_id"]})
             (out / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
-            mlflow.log_metrics({f"finetune.{k}": float(v) for k, v in summary.items()
+            tracking.log_metrics({f"finetune.{k}": float(v) for k, v in summary.items()
                                 if isinstance(v, (int, float)) and v is not None})
     except BaseException:
         if chief:
-            mlflow.end_run(status="FAILED")
+            tracking.end_run(failed=True)
         raise
-    mlflow.end_run()
-    write_loss_csv(LOSS_DIR / "train.csv", loss_log.train, ["step", "epoch", "loss", "learning_rate"])
-    write_loss_csv(LOSS_DIR / "val.csv", loss_log.val, ["step", "epoch", "loss"])
+    tracking.end_run()
+    write_loss_csv(paths.LOSS_DIR / "train.csv", loss_log.train, ["step", "epoch", "loss", "learning_rate"])
+    write_loss_csv(paths.LOSS_DIR / "val.csv", loss_log.val, ["step", "epoch", "loss"])
     summary["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     if torch.cuda.is_available():
         summary["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
-    write_json(STATS, summary)
+    write_json(paths.stats("finetune"), summary)
     shutil.rmtree(ckpt, ignore_errors=True)
     log.info("finetune: %d steps, train loss %.4f, best val loss %.4f (step %s) in %.0fs%s", summary["steps"],
              summary["train_loss"], summary["best_val_loss"], summary["best_checkpoint_step"],

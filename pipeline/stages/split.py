@@ -7,20 +7,19 @@ from __future__ import annotations
 
 import logging
 
+from pipeline import paths
+from pipeline.config import HasatConfig
 from pipeline.errors import HasatError
 from pipeline.io import atomic_path, read_jsonl, write_json, write_jsonl
 from pipeline.data.splitting import SPLITS, label_counts, leaked_prompts, split_records
 from pipeline.stages._runner import run_stage
 
-IN = "data/processed/tokenized.jsonl"
-OUT_DIR = "data/processed/split"
-STATS = "metrics/split.json"
 log = logging.getLogger("hasat")
 
 
-def main(cfg) -> None:
+def main(cfg: HasatConfig) -> None:
     s = cfg.split
-    rows = read_jsonl(IN)
+    rows = read_jsonl(paths.TOKENIZED)
     labelled = bool(rows) and all("label" in r for r in rows)
     if s.stratify == "always" and not labelled:
         raise HasatError("split.stratify=always but the rows have no 'label' field")
@@ -29,14 +28,14 @@ def main(cfg) -> None:
     leaked = leaked_prompts(splits)
     if leaked:
         raise HasatError(f"split: {leaked} prompts appear in more than one split")
-    with atomic_path(OUT_DIR) as tmp:
+    with atomic_path(paths.SPLIT_DIR) as tmp:
         tmp.mkdir()
         for name in SPLITS:
             write_jsonl(tmp / f"{name}.jsonl", splits[name])
     stats = {f"{name}_rows": len(splits[name]) for name in SPLITS}
     if stratify:
         stats["labels"] = {name: label_counts(splits[name]) for name in SPLITS}
-    write_json(STATS, {**stats, "leaked_prompts": leaked, "seed": s.seed, "stratified": stratify})
+    write_json(paths.stats("split"), {**stats, "leaked_prompts": leaked, "seed": s.seed, "stratified": stratify})
     log.info("split: train %d, val %d, test %d (no prompt shared between splits)",
              stats["train_rows"], stats["val_rows"], stats["test_rows"])
 

@@ -128,32 +128,10 @@ def load_saved(folder: str | Path, dtype: torch.dtype | None = None, quantizatio
     return tokenizer, model
 
 
-def load_finetuned(base_dir: str | Path, finetuned_dir: str | Path):
-    """(tokenizer, model) of the fine-tuned model; a LoRA adapter is merged into the base."""
-    import json
-
-    finetuned_dir = Path(finetuned_dir)
-    info_file = finetuned_dir / "finetune.json"
-    if not info_file.is_file():
-        raise HasatError(f"{finetuned_dir}: no fine-tuned model here (finetune.json missing; run finetune)")
-    info = json.loads(info_file.read_text(encoding="utf-8"))
-    classifier = info.get("task") == "classification"
-    if info["method"] == "full":
-        if classifier:
-            from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-            folder = require_model_folder(finetuned_dir / "model")
-            return AutoTokenizer.from_pretrained(folder), AutoModelForSequenceClassification.from_pretrained(folder)
-        return load_saved(finetuned_dir / "model")
+def merge_adapter(base, adapter_dir: Path):
+    """The base with the saved LoRA adapter merged in: a plain transformers model again."""
     from peft import PeftModel
 
-    if classifier:
-        from pipeline.tasks.classification import sequence_classifier
-
-        tokenizer, base = sequence_classifier(require_model_folder(base_dir), info["labels"])
-    else:
-        tokenizer, base = load_saved(base_dir)
-    if not (finetuned_dir / "adapter" / "adapter_config.json").is_file():
-        raise HasatError(f"{finetuned_dir / 'adapter'}: LoRA adapter missing (adapter_config.json)")
-    merged = PeftModel.from_pretrained(base, finetuned_dir / "adapter").merge_and_unload()
-    return tokenizer, merged
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise HasatError(f"{adapter_dir}: LoRA adapter missing (adapter_config.json)")
+    return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()

@@ -17,13 +17,14 @@ from __future__ import annotations
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, get_args
 
+from pipeline.config import PromptFormat
 from pipeline.errors import HasatError
 from pipeline.data.records import is_chat, messages_of, prompt_text_of, reference_of
 
 IGNORE_INDEX = -100
-PROMPT_FORMATS = ("chat_template", "alpaca", "phi3", "chatml", "llama3")
+PROMPT_FORMATS = get_args(PromptFormat)
 
 ALPACA_HEADER = (
     "Below is an instruction that describes a task. "

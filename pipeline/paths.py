@@ -1,0 +1,47 @@
+"""Where every stage reads and writes, named once (dvc.yaml lists the same paths as deps/outs;
+tests/test_layout.py checks that they agree). Relative to the repository root, where DVC runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# models
+BASE_MODEL = Path("models/base")
+FINETUNED = Path("models/finetuned")
+EXPORT = Path("models/export")
+RUN_FILE = "mlflow_run.json"  # in FINETUNED: the model's MLflow run, which evaluate and export attach to
+CHECKPOINT_ROOT = Path(".hasat/checkpoints")
+
+# data, stage by stage
+INGESTED = Path("data/interim/ingested.jsonl")
+CLEANED = Path("data/interim/clean.jsonl")
+TOKENIZED = Path("data/processed/tokenized.jsonl")
+SPLIT_DIR = Path("data/processed/split")
+TRAIN_SPLIT, VAL_SPLIT, TEST_SPLIT = (SPLIT_DIR / f"{name}.jsonl" for name in ("train", "val", "test"))
+REJECTS_DIR = Path("data/rejects")
+
+
+def rejects(stage: str) -> Path:
+    """The quarantine file of a data stage: every dropped row with its reason and source."""
+    return REJECTS_DIR / f"{stage}.jsonl"
+
+
+# stats, reports, plots
+METRICS_DIR = Path("metrics")
+
+
+def stats(stage: str) -> Path:
+    """The small stats JSON a stage writes (a DVC metric)."""
+    return METRICS_DIR / f"{stage}.json"
+
+
+DATA_STAGES = ("base_model", "ingest", "clean", "tokenize", "split")  # their stats go into the MLflow run
+LOSS_DIR = Path("reports/loss")
+EVAL_DIR = Path("reports/eval")
+PREDICTIONS = EVAL_DIR / "predictions.jsonl"
+MC_PREDICTIONS = EVAL_DIR / "mc_predictions.jsonl"
+REVIEW = EVAL_DIR / "review.html"
+ITEM_CHRF = EVAL_DIR / "item_chrf.csv"
+PLOTS = EVAL_DIR / "plots"
+MC_CONFUSION = {side: EVAL_DIR / f"mc_confusion_{side}.json" for side in ("base", "finetuned")}
+CONFUSION = EVAL_DIR / "confusion.json"  # the classifier's actual vs predicted (empty for instruction tuning)

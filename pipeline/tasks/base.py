@@ -1,0 +1,95 @@
+"""What a task kind is: everything that differs between instruction tuning, classification and the
+kinds to come, behind two interfaces (training side, report side) that the stages call instead of
+branching on `task.kind`."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from pipeline.config import flatten
+from pipeline.io import atomic_path
+
+if TYPE_CHECKING:
+    from pipeline.config import HasatConfig
+    from pipeline.train.trainer import TaskData
+
+
+@dataclass
+class Tokenized:
+    """What the tokenize stage writes: examples, quarantined rows, stats and a one-line summary."""
+
+    records: list[dict]
+    rejects: list[dict]
+    stats: dict
+    summary: str
+
+
+@dataclass
+class Evaluation:
+    """What evaluate produced: metrics/eval.json, the printed table, and what goes to MLflow."""
+
+    result: dict
+    metrics: dict[str, float]
+    tags: dict[str, str] = field(default_factory=dict)
+    artifacts: list[Path] = field(default_factory=list)
+
+
+class TaskTraining:
+    """What tokenize and finetune ask a task kind; subclasses fill in every method."""
+
+    kind: str
+
+    def tokenize(self, cfg: "HasatConfig", rows: list[dict], tokenizer: Any) -> Tokenized:
+        raise NotImplementedError
+
+    def training_model(self, cfg: "HasatConfig", base_dir: Path,
+                       train_rows: list[dict]) -> tuple[Any, Any, Optional[list[str]]]:
+        """(tokenizer, model, labels or None) to fine-tune."""
+        raise NotImplementedError
+
+    def training_data(self, cfg: "HasatConfig", tokenizer: Any, train_rows: list[dict], val_rows: list[dict],
+                      labels: Optional[list[str]]) -> "TaskData":
+        raise NotImplementedError
+
+    def base_for_adapter(self, base_dir: Path, info: dict) -> tuple[Any, Any]:
+        """(tokenizer, base model) that the saved LoRA adapter is merged into."""
+        raise NotImplementedError
+
+    def full_model(self, folder: Path) -> tuple[Any, Any]:
+        """(tokenizer, model) of a fully fine-tuned model folder."""
+        raise NotImplementedError
+
+
+class TaskReport:
+    """What evaluate and export ask a task kind; subclasses fill in every method."""
+
+    kind: str
+    export_noun: str  # what `export` says it wrote ("model", "classifier")
+
+    def evaluate(self, cfg: "HasatConfig") -> Evaluation:
+        """Score the fine-tuned model, write reports/eval/; the stage writes eval.json and logs."""
+        raise NotImplementedError
+
+    def model_card(self, cfg: "HasatConfig", metrics: dict, folder: Path) -> str:
+        raise NotImplementedError
+
+    def check_export(self, folder: Path) -> None:
+        """The promise of the export: plain `from_pretrained` (and the task's pipeline) works on it."""
+        raise NotImplementedError
+
+
+def params_table(cfg: "HasatConfig") -> str:
+    """The training configuration as a Markdown table, for model cards."""
+    return "\n".join(f"| `{k}` | `{v}` |" for k, v in flatten(cfg).items()
+                     if k.split(".")[0] in ("model", "data", "task", "tokenize", "split", "train"))
+
+
+def write_item_chrf(path: Path, items: list[dict]) -> None:  # per-item chrF (dvc plots); a header only for a classifier
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["item", "source", "base", "finetuned"])
+        for i, item in enumerate(items, start=1):
+            writer.writerow([i, item["source"], item["base_scores"]["chrf"], item["finetuned_scores"]["chrf"]])

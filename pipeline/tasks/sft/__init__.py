@@ -1,0 +1,1 @@
+"""Instruction tuning (SFT): `train` (examples, model, batches) and `report` (evaluate, model card)."""
