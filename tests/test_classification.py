@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from pipeline.eval.classification import baselines, predict
-from pipeline.tasks.classification import check_labels, encode_texts, label_list
+from pipeline.tasks.classification.train import check_labels, encode_texts, label_list
 from pipeline.train.classifier import class_weights, sequence_classifier, weighted_loss
 from pipeline.errors import HasatError
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline.eval import compare as E
+from pipeline.eval import compare
 from pipeline.eval.generation import Generation
 from pipeline.eval.multiple_choice import Question, QuestionResult
 from pipeline.eval.report import format_table, headline, verdict
@@ -14,7 +14,7 @@ TUNED = ["Buğday eylülde ekilir.", "Fındık Karadeniz'de yetişir.", "Arılar
 
 
 def run(texts, nll, stopped=True, mc=()):
-    return E.ModelRun([Generation(t, 5, stopped) for t in texts], nll, list(mc))
+    return compare.ModelRun([Generation(t, 5, stopped) for t in texts], nll, list(mc))
 
 
 def mc_results(correct_flags):
@@ -27,14 +27,14 @@ def mc_results(correct_flags):
 def compared():
     base = run(BASE, [(8.0, 4)] * 4, stopped=False, mc=mc_results([True, False, False, True] * 5))
     tuned = run(TUNED, [(2.0, 4)] * 4, mc=mc_results([True, True, False, True] * 5))
-    section, per_item = E.compare_generation(REFS, base, tuned, resamples=200, confidence=0.95, seed=0)
+    section, per_item = compare.compare_generation(REFS, base, tuned, resamples=200, confidence=0.95, seed=0)
     result = {"test_rows": 4, "max_new_tokens": 5, "decoding": "greedy", **section,
               "bootstrap": {"resamples": 200, "confidence": 0.95, "seed": 0, "method": "paired"},
               "mc": {"questions": 20, "file": "sorular.jsonl", "template": "Soru: {question}\nCevap:",
-                     **E.compare_mc(base, tuned, 200, 0.95, 0)}}
-    items = E.per_item_rows([{"source": f"f:{i}", "prompt_text": f"Soru {i} & <b>", "reference": r}
+                     **compare.compare_mc(base, tuned, 200, 0.95, 0)}}
+    items = compare.per_item_rows([{"source": f"f:{i}", "prompt_text": f"Soru {i} & <b>", "reference": r}
                              for i, r in enumerate(REFS, start=1)], base, tuned, per_item)
-    return result, items, E.mc_item_rows(base, tuned)
+    return result, items, compare.mc_item_rows(base, tuned)
 
 
 def test_eval_json_sections(compared):
@@ -56,7 +56,7 @@ def test_eval_json_sections(compared):
 
 
 def test_numeric_leaves_for_mlflow(compared):
-    flat = E.numeric_leaves(compared[0])
+    flat = compare.numeric_leaves(compared[0])
     assert flat["finetuned.chrf"] == 100.0 and "ci.delta.chrf.low" in flat
     assert flat["delta_ci_excludes_zero.perplexity"] == 1.0 and "mc.base.acc" in flat
     assert all(isinstance(v, float) for v in flat.values())
@@ -84,9 +84,9 @@ def test_verdict_words():
 
 def test_worst_first_orders(compared):
     items = compared[1]
-    by_tuned = E.worst_first(items, "finetuned_chrf")
+    by_tuned = compare.worst_first(items, "finetuned_chrf")
     assert [it["finetuned_scores"]["chrf"] for it in by_tuned] == sorted(it["finetuned_scores"]["chrf"] for it in items)
-    by_delta = E.worst_first(items, "delta_chrf")
+    by_delta = compare.worst_first(items, "delta_chrf")
     deltas = [it["finetuned_scores"]["chrf"] - it["base_scores"]["chrf"] for it in by_delta]
     assert deltas == sorted(deltas)
 
@@ -95,7 +95,7 @@ def test_review_report_is_escaped_and_complete(compared, tmp_path):
     result, items, mc_rows = compared
     png = tmp_path / "p.png"
     png.write_bytes(b"\x89PNG\r\n\x1a\nfake")
-    html = render(result, E.worst_first(items, "finetuned_chrf"), "finetuned_chrf", {"model": "tiny <random>"},
+    html = render(result, compare.worst_first(items, "finetuned_chrf"), "finetuned_chrf", {"model": "tiny <random>"},
                   [(png, "plot")], mc_rows, "lm-eval hook: the lm_eval package is not installed; skipping turkishmmlu")
     assert "<script>alert" not in html and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
     assert "Soru 1 &amp; &lt;b&gt;" in html and "tiny &lt;random&gt;" in html

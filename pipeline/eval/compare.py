@@ -12,7 +12,7 @@ from typing import Optional
 
 import numpy as np
 
-from pipeline.eval import metrics as M
+from pipeline.eval import metrics
 from pipeline.eval.bootstrap import PairedResult, paired_bootstrap, resample_counts
 from pipeline.errors import HasatError
 from pipeline.eval.generation import Decoding, Generation, generate
@@ -74,7 +74,7 @@ def run_model(tokenizer, model, rows: list[dict], questions: list[Question], set
 
 
 def _round(value: float, digits: int = 2) -> float:
-    return round(M.finite(value), digits)
+    return round(metrics.finite(value), digits)
 
 
 def _interval(ci) -> dict:
@@ -102,23 +102,23 @@ def compare_generation(references: list[str], base: ModelRun, tuned: ModelRun, r
     {side: {metric: [score per item]}}."""
     stats, signatures = {}, {}
     for side, run in (("base", base), ("finetuned", tuned)):
-        stats[side], signatures = M.text_statistics([o.text for o in run.outputs], references)
-        stats[side]["perplexity"] = M.perplexity_statistics(run.nll)
+        stats[side], signatures = metrics.text_statistics([o.text for o in run.outputs], references)
+        stats[side]["perplexity"] = metrics.perplexity_statistics(run.nll)
     counts = resample_counts(len(references), resamples, seed)
-    keys = M.TEXT_METRICS + ("perplexity",)
-    results = {key: paired_bootstrap(stats["base"][key], stats["finetuned"][key], M.SPECS[key].score, counts,
+    keys = metrics.TEXT_METRICS + ("perplexity",)
+    results = {key: paired_bootstrap(stats["base"][key], stats["finetuned"][key], metrics.SPECS[key].score, counts,
                                      confidence) for key in keys}
     never_stopped = (sum(not o.stopped for o in base.outputs), sum(not o.stopped for o in tuned.outputs))
     section = _section(results, {"never_stopped": never_stopped})
     section["signatures"] = signatures
-    per_item = {side: {key: M.item_scores(key, stats[side][key]) for key in ITEM_METRICS} for side in stats}
+    per_item = {side: {key: metrics.item_scores(key, stats[side][key]) for key in ITEM_METRICS} for side in stats}
     return section, per_item
 
 
 def compare_mc(base: ModelRun, tuned: ModelRun, resamples: int, confidence: float, seed: int) -> dict:
     """The multiple-choice section: acc / acc_norm / acc_bytes with paired intervals, per topic."""
     counts = resample_counts(len(base.mc), resamples, seed)
-    results = {key: paired_bootstrap(correct_matrix(base.mc, key), correct_matrix(tuned.mc, key), M.mean_score,
+    results = {key: paired_bootstrap(correct_matrix(base.mc, key), correct_matrix(tuned.mc, key), metrics.mean_score,
                                      counts, confidence) for key in MC_KEYS}
     section = _section(results)
     section["per_topic"] = {"base": per_topic(base.mc, "acc"), "finetuned": per_topic(tuned.mc, "acc")}
