@@ -15,7 +15,8 @@ from pipeline.data.ingest.readers import sniff_delimiter
 from pipeline.data.ingest.rows import Row, RowError
 from pipeline.data.ingest.schemas import SCHEMA_FIELDS, SCHEMAS, record_id, schema_of_columns, to_record
 from pipeline.data.ingest.sources import FORMATS, detect_format, list_input_files, resolve_sources
-from pipeline.data.ingest.stream import FileStats, IngestResult, IngestStats, Sampler, ingest, ingest_file, ingest_stream
+from pipeline.data.ingest.stream import (FileStats, IngestResult, IngestStats, Sampler, ingest, ingest_file,
+                                         ingest_stream)
 
 __all__ = ["FORMATS", "SCHEMAS", "SCHEMA_FIELDS", "FileStats", "IngestResult", "IngestStats", "Row", "RowError",
            "Sampler", "detect_format", "ingest", "ingest_file", "ingest_stream", "list_input_files", "record_id",

@@ -83,7 +83,8 @@ def rows_jsonl(path: Path, detected: Detected) -> Iterator[Row]:
             try:
                 item = _loads(raw, encoded)
             except json.JSONDecodeError as err:
-                yield Row(source, raw=raw, error=RowError("invalid_json", f"invalid JSON at column {err.colno}: {err.msg}"))
+                reason = f"invalid JSON at column {err.colno}: {err.msg}"
+                yield Row(source, raw=raw, error=RowError("invalid_json", reason))
                 continue
             yield Row(source, item, raw)
 
@@ -197,7 +198,8 @@ def _csv_cells_to_row(path: Path, header: list[str], cells: list[str], row_no: i
     where = f"line {lines[0]}" if lines[0] == lines[1] else f"lines {lines[0]}-{lines[1]}"
     cells = _trim_trailing(cells, len(header))
     if len(cells) != len(header):
-        return Row(source, raw=raw, error=RowError("csv_shape", f"{len(cells)} cells, header has {len(header)} ({where})"))
+        reason = f"{len(cells)} cells, header has {len(header)} ({where})"
+        return Row(source, raw=raw, error=RowError("csv_shape", reason))
     bad = first_bad_byte(raw)
     if bad:
         return Row(source, raw=raw, error=RowError("undecodable_bytes", f"undecodable {bad} ({where})"))
