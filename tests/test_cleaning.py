@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from pipeline.data.cleaning import (balance_plan, class_weights, clean_file, clean_records, fix_mojibake,
-                               normalise_whitespace, remove_control_chars, stats_dict, strip_html)
+from pipeline.data.clean import (balance_plan, class_weights, clean_file, clean_records, fix_mojibake,
+                                normalise_whitespace, remove_control_chars, stats_dict, strip_html)
 from pipeline.config import (BalanceConfig, CleanConfig, LanguageConfig, LengthConfig, NearDuplicatesConfig,
                              PiiConfig)
 from pipeline.errors import HasatError
@@ -233,7 +233,7 @@ def test_transform_fast_paths_equal_the_plain_regexes():
     import html
     import random
 
-    from pipeline.data import cleaning as cleaning
+    from pipeline.data.clean import text as cleaning
 
     def html_reference(text):
         if not cleaning._HTML_HINT.search(text):

@@ -14,9 +14,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from pipeline.data.cleaning import check_reject_share, clean_file, stats_dict
 from pipeline.config import CleanConfig
-from pipeline.data.dedup import lsh_bands
+from pipeline.data.clean import check_reject_share, clean_file, lsh_bands, stats_dict
 from pipeline.errors import HasatError
 from pipeline.io import staged_outputs, write_json
 from pipeline.stages._runner import run_stage
