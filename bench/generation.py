@@ -26,7 +26,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.data.cleaning import clean_records  # noqa: E402
+from pipeline.data.clean import clean_records  # noqa: E402
 from pipeline.config_loader import load_config  # noqa: E402
 from pipeline.eval.generation import generate  # noqa: E402
 from pipeline.data.ingest import ingest  # noqa: E402

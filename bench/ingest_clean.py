@@ -129,16 +129,17 @@ def run_pipeline(data: Path, work: Path, tokenizer: Path, workers: int) -> dict:
     """ingest + clean as the stages run them; returns timings and stats."""
     from omegaconf import OmegaConf
 
-    from pipeline.data.cleaning import clean_file, stats_dict
-    from pipeline.config import load_config
-    from pipeline.data.ingest import Source, ingest_stream
+    from pipeline.config import SourceConfig
+    from pipeline.config_loader import load_config
+    from pipeline.data.clean import clean_file, stats_dict
+    from pipeline.data.ingest import ingest_stream
     from pipeline.io import JsonlWriter
 
     cfg = OmegaConf.to_object(load_config(params_file=REPO / "params.yaml", conf_dir=REPO / "conf").clean)
     cpu_started = time.process_time() + _children_cpu()
     started = time.perf_counter()
     with JsonlWriter(work / "ingested.jsonl") as out, JsonlWriter(work / "ingest_rejects.jsonl") as rejects:
-        ingest = ingest_stream(data, [], Source(path=str(data)), out.write, rejects.write, max_reject_share=0.5)
+        ingest = ingest_stream(data, [], SourceConfig(path=str(data)), out.write, rejects.write, max_reject_share=0.5)
     ingest_s = time.perf_counter() - started
     ingest_cpu = time.process_time() + _children_cpu() - cpu_started
     started = time.perf_counter()
@@ -183,7 +184,7 @@ def main() -> None:
     if args.child:
         return child(args)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from pipeline.data.cleaning import resolve_workers
+    from pipeline.data.clean import resolve_workers
 
     with tempfile.TemporaryDirectory(prefix="hasat-bench-") as tmp:
         work = Path(tmp)
@@ -231,7 +232,7 @@ def report_speed(result: dict, workers: int) -> None:
 
 
 def report_memory(args, work: Path, tokenizer: Path, workers: int) -> None:
-    from pipeline.data.cleaning import resolve_workers
+    from pipeline.data.clean import resolve_workers
 
     generate(work / "data.jsonl", args.memory_rows, seed=1)
     size = (work / "data.jsonl").stat().st_size

@@ -68,11 +68,20 @@ def read_jsonl(path: str | Path) -> list[dict]:
     with path.open(encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, start=1):
             if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise HasatError(f"{path}:{line_no}: not valid JSON ({err.msg})") from None
+                rows.append(parse_json_line(line, f"{path}:{line_no}", strict=False))
     return rows
+
+
+def parse_json_line(line: str | bytes, where: str, strict: bool = True) -> Any:
+    """One line of a JSONL file an earlier stage wrote; a broken line stops the stage, naming `where`
+    (`file:line`). strict: orjson (fast; refuses NaN and lone surrogates), its full error text; else the
+    stdlib parser, which takes them (read_jsonl also reads hand-made files), and its short message."""
+    import orjson
+
+    try:
+        return orjson.loads(line) if strict else json.loads(line)
+    except json.JSONDecodeError as err:  # orjson's error is a subclass
+        raise HasatError(f"{where}: not valid JSON ({err if strict else err.msg})") from None
 
 
 @contextlib.contextmanager

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from pipeline.data.cleaning import (balance_plan, class_weights, clean_file, clean_records, fix_mojibake,
-                               normalise_whitespace, remove_control_chars, stats_dict, strip_html)
+from pipeline.data.clean import (balance_plan, class_weights, clean_file, clean_records, fix_mojibake,
+                                normalise_whitespace, remove_control_chars, stats_dict, strip_html)
 from pipeline.config import (BalanceConfig, CleanConfig, LanguageConfig, LengthConfig, NearDuplicatesConfig,
                              PiiConfig)
 from pipeline.errors import HasatError
@@ -24,8 +24,10 @@ def rec(i, instruction, output, inp="", **meta):
 
 
 def basic(**overrides) -> CleanConfig:
-    """Only the cheap steps: language and near-duplicates off unless a test turns them on."""
-    values = dict(language=LanguageConfig(enabled=False), near_duplicates=NearDuplicatesConfig(enabled=False))
+    """Only the cheap steps: language, near-duplicates and the token-length filter (it needs a base
+    tokenizer) off unless a test turns them on."""
+    values = dict(language=LanguageConfig(enabled=False), near_duplicates=NearDuplicatesConfig(enabled=False),
+                  length=LengthConfig(max_tokens=None))
     return CleanConfig(**{**values, **overrides})
 
 
@@ -208,7 +210,7 @@ def test_clean_file_streams_and_workers_give_the_same_result(tmp_path):
         text = f"{SENTENCES[base % len(SENTENCES)]} Kayıt {base // 7} için not: {'ağaç ' * (base % 5)}"
         rows.append(rec(i, f"Soru {base % 50}", text))
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    cfg = CleanConfig(language=LanguageConfig(min_chars=20))
+    cfg = CleanConfig(language=LanguageConfig(min_chars=20), length=LengthConfig(max_tokens=None))
     outputs = []
     for workers in (1, 2):
         out, rejects = tmp_path / f"out{workers}.jsonl", tmp_path / f"rej{workers}.jsonl"
@@ -233,7 +235,7 @@ def test_transform_fast_paths_equal_the_plain_regexes():
     import html
     import random
 
-    from pipeline.data import cleaning as cleaning
+    from pipeline.data.clean import text as cleaning
 
     def html_reference(text):
         if not cleaning._HTML_HINT.search(text):

@@ -1,7 +1,7 @@
 import numpy as np
 from datasketch import MinHash
 
-from pipeline.data.dedup import MinHasher, NearDuplicateIndex, _SortedRuns, exact_key, lsh_bands
+from pipeline.data.clean.minhash import MinHasher, NearDuplicateIndex, _SortedRuns, exact_key, lsh_bands
 
 
 def test_signatures_equal_datasketch():
@@ -89,7 +89,7 @@ def test_shingles_of_long_and_odd_words_equal_the_per_byte_formula():
     the definition: fmix64(sum of (byte + 1) * P**min(position, 63))."""
     import random
 
-    from pipeline.data.dedup import _BYTE_POWERS, _fmix64, _word_hashes
+    from pipeline.data.clean.minhash import _BYTE_POWERS, _fmix64, _word_hashes
 
     rng = random.Random(5)
     alphabet = "abcçğıöşü019_日🌾"

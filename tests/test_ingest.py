@@ -4,7 +4,8 @@ import re
 import pytest
 
 from pipeline.errors import HasatError
-from pipeline.data.ingest import Source, ingest
+from pipeline.config import SourceConfig
+from pipeline.data.ingest import ingest
 
 ALPACA = {"instruction": "Buğday ne zaman ekilir?", "input": "", "output": "Orta Anadolu'da ekimde ekilir."}
 
@@ -265,10 +266,10 @@ def test_hf_load_dataset_on_a_local_folder_and_missing_hub_name(tmp_path, monkey
     folder = tmp_path / "root" / "hfjson"
     folder.mkdir(parents=True)
     write(folder / "train.jsonl", jsonl(ALPACA, dict(ALPACA, output="İkinci yanıt.")))
-    result = ingest(tmp_path / "root", sources=[Source(path="hfjson", format="hf")])
+    result = ingest(tmp_path / "root", sources=[SourceConfig(path="hfjson", format="hf")])
     assert [r["output"] for r in result.records] == [ALPACA["output"], "İkinci yanıt."]
     with pytest.raises(HasatError, match="no-such-org/no-such-set: could not load the Hugging Face dataset"):
-        ingest(tmp_path / "root", sources=[Source(path="no-such-org/no-such-set", format="hf")])
+        ingest(tmp_path / "root", sources=[SourceConfig(path="no-such-org/no-such-set", format="hf")])
 
 
 @pytest.mark.parametrize("name, content, message", [
@@ -310,8 +311,8 @@ def test_sources_with_mappings_and_seeded_weights(tmp_path):
     write(tmp_path / "big.jsonl", jsonl(*[dict(ALPACA, output=f"Yanıt {i}") for i in range(400)]))
     write(tmp_path / "small.csv", "soru,cevap\nA,a\nB,b\n")
     write(tmp_path / "README.md", "not listed, not read")
-    sources = [Source(path="big.jsonl", weight=0.25), Source(path="small.csv", weight=2.0,
-                                                             columns={"soru": "instruction", "cevap": "output"})]
+    sources = [SourceConfig(path="big.jsonl", weight=0.25), SourceConfig(path="small.csv", weight=2.0,
+                                                                   columns={"soru": "instruction", "cevap": "output"})]
     first = ingest(tmp_path, sources=sources, seed=7)
     again = ingest(tmp_path, sources=sources, seed=7)
     assert [r["id"] for r in first.records] == [r["id"] for r in again.records]
@@ -330,9 +331,9 @@ def test_sources_must_stay_inside_the_data_root(tmp_path):
     (tmp_path / "root").mkdir()
     write(tmp_path / "outside.jsonl", jsonl(ALPACA))
     with pytest.raises(HasatError, match=r"must be relative to data.path"):
-        ingest(tmp_path / "root", sources=[Source(path="../outside.jsonl")])
+        ingest(tmp_path / "root", sources=[SourceConfig(path="../outside.jsonl")])
     with pytest.raises(HasatError, match=r"data source not found \(config key data.sources\[0\].path\)"):
-        ingest(tmp_path / "root", sources=[Source(path="nope.jsonl")])
+        ingest(tmp_path / "root", sources=[SourceConfig(path="nope.jsonl")])
 
 
 def test_excel_sep_hint_line_and_deeply_nested_json(tmp_path):

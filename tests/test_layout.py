@@ -94,6 +94,8 @@ def test_dvc_deps_are_the_stage_imports(stage):
     assert not missing, f"dvc.yaml stage '{stage}' does not list what it imports: {missing}"
     absent = [dep for dep in deps if not (REPO / dep).exists()]
     assert not absent, f"dvc.yaml stage '{stage}' lists files that do not exist: {absent}"
+    unused = [dep for dep in deps if not any(covered(f, [dep]) for f in files)]
+    assert not unused, f"dvc.yaml stage '{stage}' lists code it does not import (needless reruns): {unused}"
 
 
 def test_the_deps_check_catches_a_missing_dep():

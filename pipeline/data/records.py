@@ -12,7 +12,7 @@ assistant answer: what generation is given), `prompt_text` (the prompt for peopl
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Iterator, Mapping, Optional
 
 from pipeline.data.turkish import normalise_for_match
 
@@ -73,3 +73,10 @@ def text_slots(record: dict) -> Iterator[tuple[object, object]]:
             yield record, name
     for message in record.get("messages", []):
         yield message, "content"
+
+
+def balanced_class_weights(counts: Mapping[str, int]) -> dict[str, float]:
+    """scikit-learn's 'balanced' class weights, by label in sorted order: rows / (classes * rows of the
+    class). Clean reports them; finetune weights the classification loss with them."""
+    total, classes = sum(counts.values()), len(counts)
+    return {label: total / (classes * n) for label, n in sorted(counts.items())}

@@ -14,25 +14,24 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from pipeline.data.cleaning import check_reject_share, clean_file, stats_dict
 from pipeline.config import CleanConfig
-from pipeline.data.dedup import lsh_bands
+from pipeline.data.clean import check_reject_share, clean_file, lsh_bands, stats_dict
 from pipeline.errors import HasatError
 from pipeline.io import staged_outputs, write_json
+from pipeline import paths
 from pipeline.stages._runner import run_stage
 
-BASE = "models/base"
-IN = "data/interim/ingested.jsonl"
-OUT = "data/interim/clean.jsonl"
-REJECTS = "data/rejects/clean.jsonl"
-STATS = "metrics/clean.json"
+IN = paths.INGESTED
+OUT = paths.CLEANED
+REJECTS = paths.rejects("clean")
+STATS = paths.stats("clean")
 log = logging.getLogger("hasat")
 
 
 def tokenizer_file(c: CleanConfig) -> Path | None:
     if c.length.min_tokens is None and c.length.max_tokens is None:
         return None
-    path = Path(BASE) / "tokenizer.json"
+    path = paths.BASE_MODEL / "tokenizer.json"
     if not path.is_file():
         raise HasatError(f"{path}: the token-length filter needs the base tokenizer (set clean.length.min_tokens "
                          "and max_tokens to null to switch it off)")
@@ -61,7 +60,7 @@ def summary(stats: dict) -> str:
 def main(cfg) -> None:
     c: CleanConfig = OmegaConf.to_object(cfg.clean)
     tokenizer = tokenizer_file(c)
-    if not Path(IN).is_file():
+    if not IN.is_file():
         raise HasatError(f"{IN}: file not found (has the stage that writes it run?)")
     with staged_outputs(OUT, REJECTS, STATS) as (out_tmp, rejects_tmp, stats_tmp):
         stats = clean_file(IN, out_tmp, rejects_tmp, c, tokenizer, c.workers, spill_dir=out_tmp.parent)

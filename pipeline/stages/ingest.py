@@ -12,27 +12,29 @@ import logging
 
 from omegaconf import OmegaConf
 
+from pipeline.config import SourceConfig
+from pipeline.data.ingest import IngestStats, ingest_stream
 from pipeline.errors import HasatError
-from pipeline.data.ingest import IngestStats, Source, ingest_stream
 from pipeline.io import JsonlWriter, staged_outputs, write_json
+from pipeline import paths
 from pipeline.stages._runner import run_stage
 
-OUT = "data/interim/ingested.jsonl"
-REJECTS = "data/rejects/ingest.jsonl"
-STATS = "metrics/ingest.json"
+OUT = paths.INGESTED
+REJECTS = paths.rejects("ingest")
+STATS = paths.stats("ingest")
 log = logging.getLogger("hasat")
 
 
-def sources_of(data) -> tuple[Source, list[Source]]:
+def sources_of(data) -> tuple[SourceConfig, list[SourceConfig]]:
     """(defaults for files found under data.path, the listed sources) as plain values."""
     plain = OmegaConf.to_container(data, resolve=True) if OmegaConf.is_config(data) else dict(data)
-    defaults = Source(path=plain["path"], format=plain["format"], schema=plain["schema"],
-                      encoding=plain["encoding"], columns=dict(plain["columns"]))
+    defaults = SourceConfig(path=plain["path"], format=plain["format"], schema=plain["schema"],
+                            encoding=plain["encoding"], columns=dict(plain["columns"]))
     listed = []
     for source in plain["sources"]:  # a source's `auto` and its columns fall back on the data-level values
         inherited = {key: plain[key] for key in ("format", "schema", "encoding") if source.get(key) == "auto"}
         columns = {**plain["columns"], **(source.get("columns") or {})}
-        listed.append(Source(**{**source, **inherited, "columns": columns}))
+        listed.append(SourceConfig(**{**source, **inherited, "columns": columns}))
     return defaults, listed
 
 

@@ -8,6 +8,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from pipeline.data.records import balanced_class_weights
 from pipeline.errors import HasatError
 from pipeline.train.trainer import TaskData
 
@@ -18,7 +19,8 @@ def class_weights(rows: list[dict], labels: Sequence[str]) -> list[float]:
     missing = [label for label in labels if not counts[label]]
     if missing:
         raise HasatError(f"train split has no example of class(es) {', '.join(missing)}")
-    return [len(rows) / (len(labels) * counts[label]) for label in labels]
+    weights = balanced_class_weights({label: counts[label] for label in labels})
+    return [weights[label] for label in labels]
 
 
 def sequence_classifier(base_dir, labels: Sequence[str], dtype=None):

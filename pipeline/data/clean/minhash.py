@@ -1,4 +1,5 @@
-"""Exact and near-duplicate detection that keeps memory flat on millions of rows.
+"""Exact keys and MinHash/LSH near-duplicate search that keep memory flat on millions of rows (the index
+the in-order decisions in dedup.py query).
 
 Exact: a 64-bit hash of the Turkish-normalised text (case, punctuation and spacing ignored).
 
@@ -13,7 +14,7 @@ its estimated Jaccard similarity before a row is called a near-duplicate.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 import xxhash
@@ -194,6 +195,11 @@ class _SortedRuns:
         return found
 
 
+class Match(NamedTuple):
+    row: int  # in the index
+    similarity: float  # estimated Jaccard
+
+
 class NearDuplicateIndex:
     """The kept rows' signatures and LSH bands; `check` a batch, then `add` the rows that stay."""
 
@@ -230,12 +236,12 @@ class NearDuplicateIndex:
             per_row.setdefault(flat // self.b, set()).update(rows)
         return [sorted(per_row[i]) if i in per_row else [] for i in range(len(keys))]
 
-    def best_match(self, signature: np.ndarray, candidates: list[int]) -> Optional[tuple[int, float]]:
+    def best_match(self, signature: np.ndarray, candidates: list[int]) -> Optional[Match]:
         best = None
         for row in candidates:
             similarity = self.similarity(signature, row)
-            if similarity >= self.threshold and (best is None or similarity > best[1]):
-                best = (row, similarity)
+            if similarity >= self.threshold and (best is None or similarity > best.similarity):
+                best = Match(row, similarity)
         return best
 
     def add(self, signatures: np.ndarray, keys: np.ndarray, labels: list[str]) -> list[int]:
