@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 from typing import Iterator, Optional
 
-from pipeline.config import flatten
+from pipeline.config import HasatConfig, flatten
 from pipeline.errors import HasatError
 
 log = logging.getLogger("hasat")
@@ -67,7 +67,7 @@ def git_commit() -> Optional[str]:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def open_run(cfg, resume_run_id: Optional[str] = None, run_name: Optional[str] = None) -> dict:
+def open_run(cfg: HasatConfig, resume_run_id: Optional[str] = None, run_name: Optional[str] = None) -> dict:
     """Start the model's run (config as params, tags), or re-open `resume_run_id` after an
     interrupted training. Returns {run_id, experiment_id, tracking_uri} for the run file."""
     mlflow, uri = _setup(cfg.mlflow.tracking_uri)
@@ -103,7 +103,7 @@ def _run_exists(mlflow, run_id: str) -> bool:
 
 
 @contextlib.contextmanager
-def attach_run(cfg, run_file: Path) -> Iterator[object]:
+def attach_run(cfg: HasatConfig, run_file: Path) -> Iterator[object]:
     """Re-open the model's run (evaluate/export). Yields the mlflow module."""
     if not Path(run_file).is_file():
         raise HasatError(f"{run_file}: MLflow run file missing (run the finetune stage)")
@@ -129,7 +129,7 @@ def end_run(failed: bool = False) -> None:
     mlflow.end_run(status="FAILED" if failed else "FINISHED")
 
 
-def log_eval(cfg, run_file: Path, metrics: dict[str, float], tags: dict[str, str], artifacts: list[Path]) -> None:
+def log_eval(cfg: HasatConfig, run_file: Path, metrics: dict[str, float], tags: dict[str, str], artifacts: list[Path]) -> None:
     """evaluate's numbers, tags and report files (folders too) into the model's run, under eval/."""
     with attach_run(cfg, run_file) as mlflow:
         mlflow.log_metrics(metrics)
@@ -142,7 +142,7 @@ def log_eval(cfg, run_file: Path, metrics: dict[str, float], tags: dict[str, str
                 mlflow.log_artifact(str(path), artifact_path="eval")
 
 
-def log_export(cfg, run_file: Path, card: Path, model_dir: Path, log_model: bool) -> None:
+def log_export(cfg: HasatConfig, run_file: Path, card: Path, model_dir: Path, log_model: bool) -> None:
     """The model card, and (log_model) the exported HF folder itself: mlflow.transformers.log_model
     breaks on transformers 5's pipeline registry (impl given as a string), and the folder is what
     users load."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from pipeline.config import CleanConfig
+from pipeline.config import CleanConfig, HasatConfig
 from pipeline.data.clean import check_reject_share, clean_file, lsh_bands, stats_dict
 from pipeline.errors import HasatError
 from pipeline.io import staged_outputs, write_json
@@ -57,7 +57,7 @@ def summary(stats: dict) -> str:
     return "\n".join(lines)
 
 
-def main(cfg) -> None:
+def main(cfg: HasatConfig) -> None:
     c: CleanConfig = OmegaConf.to_object(cfg.clean)
     tokenizer = tokenizer_file(c)
     if not IN.is_file():

@@ -12,7 +12,7 @@ import logging
 
 from omegaconf import OmegaConf
 
-from pipeline.config import SourceConfig
+from pipeline.config import DataConfig, HasatConfig, SourceConfig
 from pipeline.data.ingest import IngestStats, ingest_stream
 from pipeline.errors import HasatError
 from pipeline.io import JsonlWriter, staged_outputs, write_json
@@ -25,7 +25,7 @@ STATS = paths.stats("ingest")
 log = logging.getLogger("hasat")
 
 
-def sources_of(data) -> tuple[SourceConfig, list[SourceConfig]]:
+def sources_of(data: DataConfig) -> tuple[SourceConfig, list[SourceConfig]]:
     """(defaults for files found under data.path, the listed sources) as plain values."""
     plain = OmegaConf.to_container(data, resolve=True) if OmegaConf.is_config(data) else dict(data)
     defaults = SourceConfig(path=plain["path"], format=plain["format"], schema=plain["schema"],
@@ -69,7 +69,7 @@ def summary(stats: dict) -> str:
     return "\n".join(lines)
 
 
-def main(cfg) -> None:
+def main(cfg: HasatConfig) -> None:
     defaults, sources = sources_of(cfg.data)
     with staged_outputs(OUT, REJECTS, STATS) as (out_tmp, rejects_tmp, stats_tmp):
         with JsonlWriter(out_tmp) as out, JsonlWriter(rejects_tmp) as rejects:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline.config import ModelConfig
 from pipeline.errors import HasatError
 
 log = logging.getLogger("hasat")
@@ -31,14 +32,14 @@ def _package_or_folder(location: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def _gguf_source(model_cfg) -> tuple[Path, str]:
+def _gguf_source(model_cfg: ModelConfig) -> tuple[Path, str]:
     folder = _package_or_folder(model_cfg.location)
     if not model_cfg.gguf_file or not (folder / model_cfg.gguf_file).is_file():
         raise HasatError(f"model.gguf_file: '{model_cfg.gguf_file}' not found in {folder}")
     return folder, model_cfg.gguf_file
 
 
-def load_tokenizer(model_cfg):
+def load_tokenizer(model_cfg: ModelConfig):
     from transformers import AutoTokenizer
 
     if model_cfg.source in ("gguf", "random"):
@@ -70,7 +71,7 @@ def _dequantised_gguf_model(folder: Path, gguf_file: str, dtype: torch.dtype):
     return plain
 
 
-def _random_model(model_cfg, tokenizer, seed: int, dtype: torch.dtype):
+def _random_model(model_cfg: ModelConfig, tokenizer, seed: int, dtype: torch.dtype):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     init = model_cfg.random_init
@@ -85,7 +86,7 @@ def _random_model(model_cfg, tokenizer, seed: int, dtype: torch.dtype):
     return LlamaForCausalLM(config).to(dtype)
 
 
-def load_base(model_cfg, seed: int):
+def load_base(model_cfg: ModelConfig, seed: int):
     """(tokenizer, model) from the configured source."""
     from transformers import AutoModelForCausalLM
 

@@ -12,6 +12,7 @@ from typing import Callable, Optional
 
 import torch
 
+from pipeline.config import TrainConfig
 from pipeline.errors import HasatError
 from pipeline.train.packing import EvalAwareCollator, PackedCollator, pack, to_features
 from pipeline.train.prompts import IGNORE_INDEX
@@ -35,7 +36,7 @@ def wrap_lora(model, lora_cfg, quantized: bool = False, task_type: str = "CAUSAL
     return get_peft_model(model, config)
 
 
-def check_quantization(train_cfg) -> None:
+def check_quantization(train_cfg: TrainConfig) -> None:
     """QLoRA needs CUDA and bitsandbytes: say so before any heavy work."""
     if train_cfg.quantization == "none":
         return
@@ -50,7 +51,7 @@ def check_quantization(train_cfg) -> None:
         raise HasatError("train.quantization needs the bitsandbytes package: pip install bitsandbytes") from None
 
 
-def quantization_config(train_cfg):
+def quantization_config(train_cfg: TrainConfig):
     from transformers import BitsAndBytesConfig
 
     if train_cfg.quantization == "4bit":
@@ -163,7 +164,7 @@ class TaskData:
     stats: dict = field(default_factory=dict)
 
 
-def sft_data(tokenizer, train_rows: list[dict], val_rows: list[dict], train_cfg) -> TaskData:
+def sft_data(tokenizer, train_rows: list[dict], val_rows: list[dict], train_cfg: TrainConfig) -> TaskData:
     from transformers import DataCollatorForSeq2Seq
 
     padding = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX, return_tensors="pt")
