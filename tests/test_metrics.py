@@ -7,7 +7,7 @@ import pytest
 from sacrebleu.metrics import BLEU, CHRF
 
 from pipeline.eval.metrics import (corpus_score, exact_match, generation_metrics, item_scores, perplexity_statistics,
-                              rouge, rouge_l, text_statistics, token_f1)
+                              repeats, repetition, rouge, rouge_l, text_statistics, token_f1)
 
 PREDS = ["Buğday ekimi eylülde yapılır.", "Toprak analizi yapılmalı", "xyz", "Arılar çiçekten nektar toplar ve bal yapar",
          "İzmir'de pamuk yetişir."]
@@ -102,3 +102,18 @@ def test_mean_metrics_average_over_items():
 def test_mismatched_lengths_are_refused():
     with pytest.raises(ValueError):
         generation_metrics(["a"], [])
+
+
+def test_repetition_flags_a_word_trigram_three_times():
+    loop = "Arıcılık ve yapılmalıdır. Arıcılık ve yapılmalıdır. Arıcılık ve yapılmalıdır."
+    assert repeats(loop)
+    assert repeats("yüzde düşük ve yüzde düşük ve YÜZDE DÜŞÜK VE")  # Turkish-aware case folding
+    assert not repeats("Arıcılık ve yapılmalıdır. Arıcılık ve yapılmalıdır.")  # twice is not a loop
+    assert not repeats("ve ve ve")  # a single word repeated is not a 3-gram occurring 3 times
+    assert not repeats("Buğday eylülde ekilir, arpa ekimde ekilir, mısır nisanda ekilir.")
+    assert repetition([loop, "Kısa ve net bir yanıt.", loop, ""]) == [100.0, 0.0, 100.0, 0.0]
+
+
+def test_repetition_is_a_lower_is_better_share_with_statistics():
+    stats, _ = text_statistics(["a b c a b c a b c", "tek cevap"], ["x", "y"])
+    assert corpus_score("repetition", stats["repetition"]) == 50.0

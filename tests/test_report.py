@@ -40,13 +40,14 @@ def compared():
 def test_eval_json_sections(compared):
     result = compared[0]
     keys = {"chrf", "chrf_pp", "bleu", "rouge_1", "rouge_2", "rouge_l", "exact_match", "token_f1", "perplexity",
-            "never_stopped"}
+            "repetition", "never_stopped"}
     for side in ("base", "finetuned", "delta"):
         assert set(result[side]) == keys
         assert set(result["ci"][side]) == keys - {"never_stopped"}
     assert result["finetuned"]["chrf"] == 100.0 and result["finetuned"]["exact_match"] == 100.0
     assert result["base"]["never_stopped"] == 4 and result["delta"]["never_stopped"] == -4
     assert result["finetuned"]["perplexity"] == pytest.approx(1.65, abs=0.01)  # exp(0.5)
+    assert result["base"]["repetition"] == result["finetuned"]["repetition"] == 0.0
     assert result["delta"]["perplexity"] < 0 and result["delta_ci_excludes_zero"]["perplexity"]
     ci = result["ci"]["delta"]["chrf"]
     assert ci["low"] <= result["delta"]["chrf"] <= ci["high"]

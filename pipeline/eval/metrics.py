@@ -11,6 +11,8 @@ bootstrap resample is `score(counts @ stats)`, so resampling never re-tokenises 
   the Turkish way, no (English) stemmer; averaged over items as rouge-score's aggregator does.
 - Exact match and token F1 (SQuAD-style bag of words) after Turkish-aware normalisation.
 - Perplexity of the reference answers: exp(total NLL / total tokens) over the answer tokens.
+- Repetition: the share of answers in which a word 3-gram occurs three or more times (the loops of
+  an undertrained model: "yüzde düşük ve yüzde düşük ve ..."); needs no reference, lower is better.
 All scores are on a 0–100 scale except perplexity.
 """
 
@@ -77,8 +79,10 @@ SPECS: dict[str, MetricSpec] = {
     "exact_match": MetricSpec("exact_match", "exact match", True, mean_score),
     "token_f1": MetricSpec("token_f1", "token F1", True, mean_score),
     "perplexity": MetricSpec("perplexity", "perplexity", False, _perplexity_score),
+    "repetition": MetricSpec("repetition", "repetition", False, mean_score),
 }
-TEXT_METRICS = ("chrf", "chrf_pp", "bleu", "rouge_1", "rouge_2", "rouge_l", "exact_match", "token_f1")
+TEXT_METRICS = ("chrf", "chrf_pp", "bleu", "rouge_1", "rouge_2", "rouge_l", "exact_match", "token_f1", "repetition")
+REPEAT_N, REPEAT_TIMES = 3, 3  # an answer repeats itself when a word 3-gram occurs 3 or more times
 
 
 def _check(predictions: list[str], references: list[str]) -> None:
@@ -103,6 +107,17 @@ def rouge_l(predictions: list[str], references: list[str]) -> list[float]:
 
 def exact_match(predictions: list[str], references: list[str]) -> list[float]:
     return [100.0 * (normalise_for_match(p) == normalise_for_match(r)) for p, r in zip(predictions, references)]
+
+
+def repeats(text: str, n: int = REPEAT_N, times: int = REPEAT_TIMES) -> bool:
+    """Some word n-gram (Turkish-normalised words) occurs `times` times or more in `text`."""
+    tokens = words(text)
+    grams = Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+    return any(count >= times for count in grams.values())
+
+
+def repetition(predictions: list[str]) -> list[float]:
+    return [100.0 * repeats(p) for p in predictions]
 
 
 def token_f1(prediction: str, reference: str) -> float:
@@ -137,6 +152,7 @@ def text_statistics(predictions: list[str], references: list[str]) -> tuple[dict
     stats.update({key: _as_mean_stats(values) for key, values in rouge(predictions, references).items()})
     stats["exact_match"] = _as_mean_stats(exact_match(predictions, references))
     stats["token_f1"] = _as_mean_stats([token_f1(p, r) for p, r in zip(predictions, references)])
+    stats["repetition"] = _as_mean_stats(repetition(predictions))
     return stats, sigs
 
 
