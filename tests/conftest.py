@@ -44,6 +44,15 @@ def run_stage_cli(*args: str, cwd: Path = REPO, timeout: int = 120) -> subproces
     return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
+def copy_config(dest: Path) -> Path:
+    """What a stage run outside the repository needs besides its data: params.yaml, conf/ and the
+    model profiles' assets (licence notices, chat templates)."""
+    shutil.copy(REPO / "params.yaml", dest / "params.yaml")
+    shutil.copytree(REPO / "conf", dest / "conf")
+    shutil.copytree(REPO / "model_assets", dest / "model_assets")
+    return dest
+
+
 def copy_repo(dest: Path) -> Path:
     """The git-tracked and untracked-not-ignored files of the repo, as a clean clone would have them."""
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,

@@ -5,15 +5,14 @@ import json
 import shutil
 
 
-from tests.conftest import REPO, run_stage_cli
+from tests.conftest import copy_config, run_stage_cli
 
 CLS = ("task=classification", "data=haber_cls", "model=tiny_random", "train.num_epochs=1", "train.batch_size=16",
        "train.learning_rate=3e-3")
 
 
 def workdir_with_base(path, tiny_model_dir):
-    shutil.copy(REPO / "params.yaml", path / "params.yaml")
-    shutil.copytree(REPO / "conf", path / "conf")
+    copy_config(path)
     shutil.copytree(tiny_model_dir, path / "models" / "base")
     return path
 
@@ -74,8 +73,7 @@ def test_null_or_missing_labels_are_quarantined_by_ingest(tmp_path):
             '{"text": "Fındık fiyatları açıklandı.", "label": "tarim"}',
             '{"text": "Borsa günü yükselişle kapattı.", "label": "ekonomi"}']
     (tmp_path / "h.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
-    shutil.copytree(REPO / "conf", tmp_path / "conf")
+    copy_config(tmp_path)
     result = stage("ingest", tmp_path, "data.path=h.jsonl")
     assert result.returncode == 0, result.stderr
     assert "6 read, 4 kept, 2 rejected" in result.stderr + result.stdout

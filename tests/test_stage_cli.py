@@ -5,13 +5,12 @@ import shutil
 
 import pytest
 
-from tests.conftest import REPO, run_stage_cli
+from tests.conftest import copy_config, run_stage_cli
 
 
 @pytest.fixture()
 def workdir(tmp_path):
-    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
-    shutil.copytree(REPO / "conf", tmp_path / "conf")
+    copy_config(tmp_path)
     return tmp_path
 
 

@@ -19,7 +19,7 @@ from pipeline.train.modeling import load_saved
 from pipeline.train.prompts import IGNORE_INDEX, tokenize_records
 from pipeline.train.packing import PackedCollator, pack, to_features
 from pipeline.train.trainer import sft_data, train
-from tests.conftest import REPO, run_stage_cli
+from tests.conftest import REPO, copy_config, run_stage_cli
 
 QUESTIONS = ["Buğday ne zaman ekilir?", "Damla sulamanın faydası nedir?", "Arılar kışa nasıl hazırlanır?",
              "Toprak pH değeri neden ölçülür?", "Traktör bakımı ne sıklıkla yapılır?"]
@@ -108,8 +108,7 @@ STAGE_ARGS = ["model=tiny_random", "train.batch_size=4", "train.evals_per_epoch=
 def prepared(tmp_path_factory):
     """A work folder with the tiny base model and a small split, ready for finetune."""
     work = tmp_path_factory.mktemp("finetune")
-    shutil.copy(REPO / "params.yaml", work / "params.yaml")
-    shutil.copytree(REPO / "conf", work / "conf")
+    copy_config(work)
     lines = (REPO / "data/raw/tarim_sft/talimatlar.jsonl").read_text(encoding="utf-8").splitlines()[:76]
     (work / "data.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     for stage in ("base_model", "ingest", "clean", "tokenize", "split"):

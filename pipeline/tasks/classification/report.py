@@ -17,7 +17,8 @@ from pipeline.eval.compare import numeric_leaves
 from pipeline.eval.plots import classification_plots
 from pipeline.eval.review import render_classification
 from pipeline.io import atomic_path, read_json, read_jsonl, write_json, write_jsonl
-from pipeline.tasks.base import Evaluation, TaskReport, params_table, write_item_chrf
+from pipeline.tasks.base import (Evaluation, TaskReport, licence_front_matter, licence_section, params_table,
+                                 write_item_chrf)
 from pipeline.tasks.classification.train import check_labels
 from pipeline.tasks.training import load_finetuned
 from pipeline.train.modeling import device
@@ -120,7 +121,7 @@ language: tr
 library_name: transformers
 pipeline_tag: text-classification
 tags: [hasat, turkish, text-classification, {cfg.train.method}]
----
+{licence_front_matter(cfg)}---
 # {cfg.model.name} text classifier fine-tuned on {cfg.data.name} (hasat)
 
 Base `{cfg.model.name}` ({cfg.model.source}: `{cfg.model.location}`) with a sequence-classification
@@ -138,6 +139,8 @@ classify("Konya'da buğday hasadı başladı; verim geçen yıldan yüzde 8 yük
 {table}
 
 {scoring.headline(metrics)}
+
+{licence_section(cfg, folder)}
 
 ## Training configuration
 

@@ -19,7 +19,8 @@ from pipeline.eval.multiple_choice import LETTERS, Question, load_questions
 from pipeline.eval.plots import evaluation_plots
 from pipeline.eval.review import render
 from pipeline.io import atomic_path, read_jsonl, write_json, write_jsonl
-from pipeline.tasks.base import Evaluation, TaskReport, params_table, write_item_chrf
+from pipeline.tasks.base import (Evaluation, TaskReport, licence_front_matter, licence_section, params_table,
+                                 write_item_chrf)
 from pipeline.tasks.training import load_finetuned
 from pipeline.train.modeling import device, load_saved, require_model_folder
 
@@ -135,13 +136,13 @@ def mlflow_numbers(result: dict) -> dict[str, float]:
 
 def model_card(cfg: HasatConfig, metrics: dict, folder: Path) -> str:
     rows = "\n".join(f"| {k} | {metrics['base'][k]:.2f} | {metrics['finetuned'][k]:.2f} | {metrics['delta'][k]:+.2f} |"
-                     for k in ("chrf", "bleu", "rouge_l", "exact_match", "never_stopped"))
+                     for k in ("chrf", "bleu", "rouge_l", "exact_match", "repetition", "never_stopped"))
     return f"""---
 language: tr
 library_name: transformers
 pipeline_tag: text-generation
 tags: [hasat, turkish, agriculture, {cfg.train.method}]
----
+{licence_front_matter(cfg)}---
 # {cfg.model.name} fine-tuned on {cfg.data.name} (hasat)
 
 Base `{cfg.model.name}` ({cfg.model.source}: `{cfg.model.location}`), fine-tuned with
@@ -162,6 +163,8 @@ Prompt format: `{cfg.task.prompt_format}`; system prompt: "{cfg.task.system_prom
 {rows}
 
 sacrebleu signatures: chrF `{metrics['signatures']['chrf']}`, BLEU `{metrics['signatures']['bleu']}`.
+
+{licence_section(cfg, folder)}
 
 ## Training configuration
 
