@@ -210,6 +210,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     packing: bool = False
     pack_length: int = 1024
+    answer_only_logits: bool = True
     quantization: str = choice(Quantization, "none")
     resume: bool = True
     launcher: str = choice(Launcher, "none")

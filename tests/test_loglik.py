@@ -64,3 +64,21 @@ def test_small_logit_budget_gives_the_same_scores(tiny):
     wide = span_logprobs(model, seqs, starts, batch_size=3, pad_id=0)
     narrow = span_logprobs(model, seqs, starts, batch_size=3, pad_id=0, max_logit_rows=1)
     assert [s.logprob for s in wide] == pytest.approx([s.logprob for s in narrow], abs=1e-4)
+
+
+def test_only_each_rows_span_positions_reach_the_output_layer(tiny, monkeypatch):
+    tokenizer, model = tiny
+    seqs = [[5, 6, 7, 8, 9, 10, 11, 12, 13, 14], [11, 12, 13], [14, 15, 16, 17]]
+    starts = [2, 2, 3]  # spans of 8, 1 and 1 tokens
+    rows_projected = []
+    hook = model.lm_head.register_forward_hook(lambda module, args, out: rows_projected.append(args[0].shape[:-1]))
+    try:
+        masked = span_logprobs(model, seqs, starts, batch_size=3, pad_id=0)
+    finally:
+        hook.remove()
+    assert [tuple(shape) for shape in rows_projected] == [(8 + 1 + 1,)]  # not 3 rows × (8 + 1)
+    # a model without a logit mask computes every position's logits: the same scores
+    monkeypatch.setattr("pipeline.eval.loglik.takes_position_mask", lambda model: False)
+    full = span_logprobs(model, seqs, starts, batch_size=3, pad_id=0)
+    assert [s.logprob for s in masked] == pytest.approx([s.logprob for s in full], abs=1e-4)
+    assert [s.greedy for s in masked] == [s.greedy for s in full]

@@ -1,19 +1,21 @@
 """Teacher-forced log-likelihood of continuations: the perplexity of reference answers and the
 multiple-choice scores both need sum(log p(token_j | tokens_<j)) over a span of a sequence.
 
-Batched with left padding, so every continuation ends at the right edge: only the logits of the
-last `max continuation + 1` positions are computed (`logits_to_keep`), which keeps a 49k-word
-vocabulary from costing gigabytes. Position ids are given explicitly (a plain forward pass does
+Batched with left padding, so every continuation ends at the right edge. Only the logits of
+each row's own span positions are computed (a boolean `logits_to_keep`, as in answer-only
+training), so a short answer batched with a long one does not pay for the long one, and a 262k-word
+vocabulary does not cost gigabytes. Position ids are given explicitly (a plain forward pass does
 not derive them from the attention mask as `generate` does), so a padded row scores exactly as
 it would alone.
 """
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 
 import torch
+
+from pipeline.train.answer_only import takes_position_mask
 
 
 @dataclass(frozen=True)
@@ -23,13 +25,10 @@ class SpanScore:
     greedy: bool  # every span token was the model's argmax (the harness's `is_greedy`)
 
 
-def _keeps_logits(model) -> bool:
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
-
-
 def _batches(order: list[int], span_lens: list[int], batch_size: int, max_logit_rows: int) -> list[list[int]]:
-    """Consecutive groups of at most `batch_size` rows whose kept logits (rows × longest span)
-    stay under `max_logit_rows` vocabulary-sized vectors; a single row always fits."""
+    """Consecutive groups of at most `batch_size` rows whose rows × (longest span + 1) stays under
+    `max_logit_rows`: a bound on the kept logits (each row keeps its own span's) that also bounds
+    the padded batch; a single row always fits."""
     batches: list[list[int]] = []
     for i in order:
         current = batches[-1] if batches else None
@@ -71,20 +70,24 @@ def _score_batch(model, seqs: list[list[int]], span_lens: list[int], pad_id: int
         ids[row, width - len(seq):] = torch.tensor(seq)
         mask[row, width - len(seq):] = 1
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    keep = max(span_lens) + 1
-    extra = {"logits_to_keep": keep} if _keeps_logits(model) else {}
+    # logits at position p predict token p+1: a row's n span tokens are predicted by the n
+    # positions before its last one
+    keep = torch.zeros((len(seqs), width), dtype=torch.bool)
+    for row, n in enumerate(span_lens):
+        keep[row, width - n - 1:width - 1] = True
+    keep = keep.to(dev)
+    masked = takes_position_mask(model)
     with torch.inference_mode():
         logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=positions.to(dev),
-                       use_cache=False, **extra).logits
-    logits = logits[:, -keep:]
+                       use_cache=False, **({"logits_to_keep": keep} if masked else {})).logits
+    # the kept positions' logits, row after row: (sum of the spans, vocabulary)
+    span_logits = (logits if masked else logits[keep]).split(span_lens)
     scores = []
     for row, n in enumerate(span_lens):
         if n == 0:
             scores.append(SpanScore(0.0, 0, True))
             continue
-        # logits at position p predict token p+1: the span's n tokens are predicted by the n
-        # positions before the last one
-        row_logits = logits[row, -n - 1:-1].float()
+        row_logits = span_logits[row].float()
         targets = ids[row, -n:].to(row_logits.device)
         logprobs = row_logits.log_softmax(-1)
         picked = logprobs.gather(-1, targets[:, None]).squeeze(-1)

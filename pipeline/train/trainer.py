@@ -1,6 +1,7 @@
 """Fine-tuning with the HF Trainer (+ peft LoRA/DoRA, QLoRA on CUDA, or full): dynamic padding
-with length-grouped batches or sample packing, validation loss during each epoch, early
-stopping, the best checkpoint kept, resume from the last checkpoint, loss recorded per step."""
+with length-grouped batches or sample packing, logits and loss at the answer positions only
+(`answer_only`), validation loss during each epoch, early stopping, the best checkpoint kept,
+resume from the last checkpoint, loss recorded per step."""
 
 from __future__ import annotations
 
@@ -190,7 +191,12 @@ def train(model, data: TaskData, train_cfg, checkpoint_dir: Path,
     callbacks = [EarlyStoppingCallback(early_stopping_patience=train_cfg.early_stopping_patience)]
     if on_metrics:
         callbacks.append(make_metrics_callback(on_metrics))
-    trainer = Trainer(
+    trainer_class = Trainer
+    if data.task_type == "CAUSAL_LM" and train_cfg.answer_only_logits:
+        from pipeline.train.answer_only import AnswerOnlyTrainer
+
+        trainer_class = AnswerOnlyTrainer
+    trainer = trainer_class(
         model=model,
         args=training_arguments(train_cfg, len(data.train_features), checkpoint_dir, world_size),
         train_dataset=Dataset.from_list(data.train_features),
@@ -216,6 +222,7 @@ def train(model, data: TaskData, train_cfg, checkpoint_dir: Path,
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "total_params": sum(p.numel() for p in model.parameters()),
         "world_size": world_size,
+        "answer_only_logits": trainer_class is not Trainer,
     }
     return trainer.model, loss_log, summary
 
