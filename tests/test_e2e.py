@@ -70,8 +70,11 @@ def test_repro_runs_every_stage_and_writes_outputs(pipeline_repo):
                  "models/export/generation_config.json", "models/finetuned/adapter/adapter_config.json",
                  "reports/eval/predictions.jsonl", "reports/eval/review.html", "reports/eval/mc_predictions.jsonl",
                  "reports/eval/plots/metrics.png", "reports/eval/plots/item_chrf.png",
-                 "reports/eval/plots/mc_confusion.png", "reports/eval/item_chrf.csv", "reports/loss/train.csv"):
+                 "reports/eval/plots/mc_confusion.png", "reports/eval/item_chrf.csv", "reports/loss/train.csv",
+                 "models/base/NOTICE", "models/base/LICENSE", "models/export/NOTICE", "models/export/LICENSE"):
         assert (root / path).is_file(), path
+    card = (root / "models/export/README.md").read_text(encoding="utf-8")
+    assert "## Licence" in card and "`NOTICE`, `LICENSE`" in card  # the base's notices travel with the export
     assert "fine-tuned" in first and "chrF" in first and "paired bootstrap" in first  # the summary table is printed
     assert "lm-eval hook: the lm_eval package is not installed; skipping turkishmmlu" in first
 
@@ -94,7 +97,7 @@ def test_metrics_keys_for_dvc(pipeline_repo):
     root, env, _ = pipeline_repo
     result = json.loads((root / "metrics" / "eval.json").read_text())
     metrics = {"chrf", "chrf_pp", "bleu", "rouge_1", "rouge_2", "rouge_l", "exact_match", "token_f1", "perplexity",
-               "never_stopped"}
+               "repetition", "never_stopped"}
     for side in ("base", "finetuned", "delta"):
         assert set(result[side]) == metrics
         assert set(result["ci"][side]) == metrics - {"never_stopped"}
