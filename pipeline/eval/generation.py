@@ -8,11 +8,15 @@ the random stream depends on the batch, so sampled answers are reproducible for 
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass, fields
 
 import torch
 
 from pipeline.config import DecodingConfig
+
+log = logging.getLogger("hasat")
 
 
 @dataclass
@@ -67,6 +71,7 @@ def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, ba
         torch.manual_seed(decoding.seed)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     results: list[Generation | None] = [None] * len(prompts)
+    started = time.perf_counter()
     for start in range(0, len(order), batch_size):
         batch_idx = order[start:start + batch_size]
         width = max(len(prompts[i]) for i in batch_idx)
@@ -82,7 +87,16 @@ def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, ba
                                  use_cache=True, **decoding.generate_kwargs())
         for row, i in enumerate(batch_idx):
             results[i] = _decode(out[row, width:].tolist(), tokenizer, eos_ids)
+        _progress(start + len(batch_idx), len(prompts), time.perf_counter() - started,
+                  sum(results[i].n_new_tokens for i in batch_idx))
     return results  # type: ignore[return-value]
+
+
+def _progress(done: int, total: int, seconds: float, new_tokens: int) -> None:
+    """One line per batch: answers done, their rate and the time left at that rate."""
+    rate = done / seconds if seconds > 0 else float("inf")
+    log.info("  generated %d/%d answers (%.2f answers/s, %d new tokens in the last batch, ETA %.0fs)",
+             done, total, rate, new_tokens, (total - done) / rate if rate else 0.0)
 
 
 def _eos_ids(model, tokenizer) -> list[int]:
