@@ -204,7 +204,7 @@ class TrainConfig:
     evals_per_epoch: int = 2
     early_stopping_patience: int = 2
     logging_steps: int = 1
-    max_steps: int = -1
+    max_steps: int = 26  # the CPU demo's budget; -1: num_epochs in full
     seed: int = 42
     precision: str = choice(Precision, "auto")
     gradient_checkpointing: bool = False
