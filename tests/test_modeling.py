@@ -148,11 +148,11 @@ def test_the_card_names_the_licence_and_quotes_the_notice(monkeypatch, tmp_path)
     cfg = HasatConfig()
     cfg.model = ModelConfig(**yaml.safe_load((REPO / "conf/model/gemma3_270m.yaml").read_text(encoding="utf-8")))
     assert licence_front_matter(cfg) == "license: gemma\n"
-    section = licence_section(cfg, tmp_path)
+    section = licence_section(cfg)
     assert "under its licence: `gemma`" in section and "`NOTICE`, `GEMMA_TERMS.txt`" in section
     assert "> Gemma is provided under and subject to the Gemma Terms of Use" in section
     cfg.model.license, cfg.model.notices = None, []
-    assert licence_front_matter(cfg) == "" and "none shipped by the profile" in licence_section(cfg, tmp_path)
+    assert licence_front_matter(cfg) == "" and "none shipped by the profile" in licence_section(cfg)
 
 
 class BosTokenizer:

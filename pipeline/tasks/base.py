@@ -86,9 +86,9 @@ def licence_front_matter(cfg: "HasatConfig") -> str:
     return f"license: {cfg.model.license}\n" if cfg.model.license else ""
 
 
-def licence_section(cfg: "HasatConfig", folder: Path) -> str:
+def licence_section(cfg: "HasatConfig") -> str:
     """The card's licence paragraph: a fine-tuned model is a derivative of its base and carries the
-    base's terms; the notice files copied into the folder are named."""
+    base's terms; the notice files that travel with the weights are named and the NOTICE quoted."""
     notices = [Path(p).name for p in cfg.model.notices]
     files = ", ".join(f"`{name}`" for name in notices) if notices else "none shipped by the profile"
     first_lines = [(Path(p).read_text(encoding="utf-8").strip().splitlines() or [""])[0]

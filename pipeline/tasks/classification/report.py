@@ -140,7 +140,7 @@ classify("Konya'da buğday hasadı başladı; verim geçen yıldan yüzde 8 yük
 
 {scoring.headline(metrics)}
 
-{licence_section(cfg, folder)}
+{licence_section(cfg)}
 
 ## Training configuration
 

@@ -164,7 +164,7 @@ Prompt format: `{cfg.task.prompt_format}`; system prompt: "{cfg.task.system_prom
 
 sacrebleu signatures: chrF `{metrics['signatures']['chrf']}`, BLEU `{metrics['signatures']['bleu']}`.
 
-{licence_section(cfg, folder)}
+{licence_section(cfg)}
 
 ## Training configuration
 
