@@ -24,17 +24,20 @@ def test_the_better_run_is_named_and_never_stopped_is_counted(tmp_path):
     weak = write(tmp_path / "a.jsonl", ["Arpa arpa arpa arpa arpa arpa arpa arpa arpa."] * 30, stopped=False)
     good = write(tmp_path / "b.jsonl", [r.replace("tohum", "tohumdan") for r in REFS])
     result = compare(load_items(weak, "finetuned"), load_items(good, "finetuned"), ("small", "gemma"), 200, 0)
-    chrf, rep = result["scores"]["chrf"], result["scores"]["repetition"]
-    assert chrf.delta_ci.low > 0 and rep.delta == -100.0 and result["never_stopped"] == {"small": 30, "gemma": 0}
-    text = table(result)
-    assert "gemma better" in text.splitlines()[3]  # chrF row
-    assert "repetition" in text and "gemma better" in [l for l in text.splitlines() if "repetition" in l][0]
+    assert result["delta_ci_excludes_zero"]["chrf"] and result["ci"]["delta"]["chrf"]["low"] > 0
+    assert result["delta"]["repetition"] == -100.0
+    assert (result["base"]["never_stopped"], result["finetuned"]["never_stopped"]) == (30, 0)
+    rows = {line.split("  ")[0]: line for line in table(result).splitlines()}
+    assert rows["chrF"].endswith("better") and rows["repetition % ↓"].endswith("better")  # gemma's fewer repeats
+    assert "never stopped" in rows and "delta (gemma − small)" in table(result)
 
 
 def test_the_same_answers_are_no_difference(tmp_path):
     a = write(tmp_path / "a.jsonl", REFS)
     result = compare(load_items(a, "finetuned"), load_items(a, "finetuned"), ("a", "b"), 100, 0)
-    assert all(r.delta == 0 for r in result["scores"].values()) and "better" not in table(result)
+    assert set(result["delta"].values()) == {0}
+    rows = table(result).splitlines()[3:]
+    assert rows and not any(line.endswith(("better", "worse")) for line in rows)
 
 
 def test_runs_on_different_items_or_files_are_refused(tmp_path, capsys):
@@ -53,4 +56,4 @@ def test_the_command_line_prints_the_table(tmp_path):
     a = write(tmp_path / "a.jsonl", REFS)
     out = subprocess.run([sys.executable, "-m", "pipeline.eval.versus", str(a), str(a), "--names", "x", "y",
                           "--resamples", "50"], capture_output=True, text=True, check=True).stdout
-    assert "30 test items" in out and "delta = y − x" in out and "never stopped" in out
+    assert "30 test items" in out and "delta (y − x)" in out and "never stopped" in out

@@ -81,7 +81,7 @@ def _interval(ci) -> dict:
     return {"low": _round(ci.low), "high": _round(ci.high)}
 
 
-def _section(results: dict[str, PairedResult], extra: Optional[dict] = None) -> dict:
+def paired_section(results: dict[str, PairedResult], extra: Optional[dict] = None) -> dict:
     """base / finetuned / delta numbers, their intervals and whether each delta's interval excludes 0."""
     section: dict = {"base": {}, "finetuned": {}, "delta": {}, "ci": {"base": {}, "finetuned": {}, "delta": {}},
                      "delta_ci_excludes_zero": {}}
@@ -109,7 +109,7 @@ def compare_generation(references: list[str], base: ModelRun, tuned: ModelRun, r
     results = {key: paired_bootstrap(stats["base"][key], stats["finetuned"][key], metrics.SPECS[key].score, counts,
                                      confidence) for key in keys}
     never_stopped = (sum(not o.stopped for o in base.outputs), sum(not o.stopped for o in tuned.outputs))
-    section = _section(results, {"never_stopped": never_stopped})
+    section = paired_section(results, {"never_stopped": never_stopped})
     section["signatures"] = signatures
     per_item = {side: {key: metrics.item_scores(key, stats[side][key]) for key in ITEM_METRICS} for side in stats}
     return section, per_item
@@ -120,7 +120,7 @@ def compare_mc(base: ModelRun, tuned: ModelRun, resamples: int, confidence: floa
     counts = resample_counts(len(base.mc), resamples, seed)
     results = {key: paired_bootstrap(correct_matrix(base.mc, key), correct_matrix(tuned.mc, key), metrics.mean_score,
                                      counts, confidence) for key in MC_KEYS}
-    section = _section(results)
+    section = paired_section(results)
     section["per_topic"] = {"base": per_topic(base.mc, "acc"), "finetuned": per_topic(tuned.mc, "acc")}
     return section
 

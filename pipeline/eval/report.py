@@ -23,7 +23,7 @@ MC_METRICS = (("acc", "MC acc"), ("acc_norm", "MC acc_norm"))
 LOWER_IS_BETTER = {"perplexity", "repetition", "never_stopped"}
 
 
-def _rows(section: dict, metrics) -> list[tuple[str, str, str, str, str]]:
+def section_rows(section: dict, metrics) -> list[tuple[str, str, str, str, str]]:
     ci = section.get("ci", {})
     rows = []
     for key, label in metrics:
@@ -41,9 +41,9 @@ def _rows(section: dict, metrics) -> list[tuple[str, str, str, str, str]]:
 
 def summary_rows(result: dict) -> list[tuple[str, str, str, str, str]]:
     """(metric, base, fine-tuned, delta, verdict) cells for the text table and the HTML report."""
-    rows = _rows(result, METRICS)
+    rows = section_rows(result, METRICS)
     if "mc" in result:
-        rows += _rows(result["mc"], MC_METRICS)
+        rows += section_rows(result["mc"], MC_METRICS)
     return rows
 
 

@@ -20,7 +20,9 @@ from pathlib import Path
 from pipeline.errors import HasatError
 from pipeline.eval import metrics
 from pipeline.eval.bootstrap import paired_bootstrap, resample_counts
-from pipeline.eval.report import LOWER_IS_BETTER, METRICS
+from pipeline.eval.compare import paired_section
+from pipeline.eval.report import METRICS, section_rows
+from pipeline.eval.tables import text_table
 from pipeline.io import read_jsonl
 
 SIDES = ("base", "finetuned")
@@ -54,6 +56,7 @@ def paired_items(a: dict[str, dict], b: dict[str, dict], names: tuple[str, str])
 
 def compare(a: dict[str, dict], b: dict[str, dict], names: tuple[str, str], resamples: int, seed: int,
             confidence: float = 0.95) -> dict:
+    """The comparison as an eval.json section: A in `base`, B in `finetuned`, `delta` = B − A."""
     order = paired_items(a, b, names)
     references = [a[s]["reference"] for s in order]
     stats_a, _ = metrics.text_statistics([a[s]["text"] for s in order], references)
@@ -61,32 +64,17 @@ def compare(a: dict[str, dict], b: dict[str, dict], names: tuple[str, str], resa
     counts = resample_counts(len(order), resamples, seed)
     scores = {key: paired_bootstrap(stats_a[key], stats_b[key], metrics.SPECS[key].score, counts, confidence)
               for key in metrics.TEXT_METRICS}
-    never = {name: sum(not run[s]["stopped"] for s in order) for name, run in zip(names, (a, b))}
-    return {"items": len(order), "names": list(names), "scores": scores, "never_stopped": never,
-            "resamples": resamples, "confidence": confidence}
+    never = tuple(sum(not run[s]["stopped"] for s in order) for run in (a, b))
+    section = paired_section(scores, {"never_stopped": never})
+    return {**section, "items": len(order), "names": list(names), "resamples": resamples, "confidence": confidence}
 
 
 def table(result: dict) -> str:
     a, b = result["names"]
+    header = ("metric", a, b, f"delta ({b} − {a})", "")
     lines = [f"{result['items']} test items; [low, high]: {result['confidence']:.0%} paired bootstrap intervals "
-             f"({result['resamples']} resamples); delta = {b} − {a}",
-             f"{'metric':<15}{a:>22}{b:>22}{'delta':>24}",
-             "-" * 91]
-    for key, label in METRICS:
-        if key == "never_stopped":
-            never = result["never_stopped"]
-            lines.append(f"{label:<15}{never[a]:>22}{never[b]:>22}{never[b] - never[a]:>+16}")
-            continue
-        if key not in result["scores"]:
-            continue
-        r = result["scores"][key]
-        verdict = "n.s."
-        if r.delta_ci.excludes_zero():
-            verdict = f"{b if (r.delta_ci.low > 0) != (key in LOWER_IS_BETTER) else a} better"
-        lines.append(f"{label:<15}{r.base:>7.2f} [{r.base_ci.low:6.2f}, {r.base_ci.high:6.2f}]"
-                     f"{r.finetuned:>7.2f} [{r.finetuned_ci.low:6.2f}, {r.finetuned_ci.high:6.2f}]"
-                     f"{r.delta:>+8.2f} [{r.delta_ci.low:+6.2f}, {r.delta_ci.high:+6.2f}]  {verdict}")
-    return "\n".join(lines)
+             f"({result['resamples']} resamples); last column: is {b} better or worse than {a}?"]
+    return "\n".join(lines + text_table([header] + section_rows(result, METRICS), rules_after=(0,)))
 
 
 def main(argv: list[str] | None = None) -> int:
