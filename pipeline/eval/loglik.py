@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pipeline.train.answer_only import takes_position_mask
+from pipeline.train.modeling import takes_position_mask
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,13 @@ HF's: the loss equals the full-logits loss, on a fraction of the logits.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 
 import torch
 from transformers import Trainer
 
 from pipeline.errors import HasatError
+from pipeline.train.modeling import causal_lm, takes_position_mask
 from pipeline.train.prompts import IGNORE_INDEX
 
 
@@ -39,21 +39,6 @@ def answer_only_inputs(inputs: Mapping) -> dict:
     next_labels = labels[:, 1:]
     targets = next_labels[next_labels != IGNORE_INDEX]
     return {**inputs, "logits_to_keep": answer_positions(labels), "shift_labels": targets}
-
-
-def causal_lm(model):
-    """The transformers model inside a DDP and/or peft wrapper."""
-    model = getattr(model, "module", model)
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def takes_position_mask(model) -> bool:
-    """Whether `forward` reads a boolean `logits_to_keep` as a mask of positions: the models that
-    slice with transformers' `slice_logits_to_keep` do; older model code takes a tensor as indices."""
-    from transformers.modeling_utils import slice_logits_to_keep
-
-    module = sys.modules.get(type(causal_lm(model)).__module__)
-    return getattr(module, "slice_logits_to_keep", None) is slice_logits_to_keep
 
 
 def check_answer_only(model) -> None:

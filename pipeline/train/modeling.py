@@ -8,6 +8,7 @@ import importlib
 import importlib.util
 import logging
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -200,3 +201,18 @@ def merge_adapter(base, adapter_dir: Path):
     if not (adapter_dir / "adapter_config.json").is_file():
         raise HasatError(f"{adapter_dir}: LoRA adapter missing (adapter_config.json)")
     return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+
+
+def causal_lm(model):
+    """The transformers model inside a DDP and/or peft wrapper."""
+    model = getattr(model, "module", model)
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def takes_position_mask(model) -> bool:
+    """Whether `forward` reads a boolean `logits_to_keep` as a mask of positions: the models that
+    slice with transformers' `slice_logits_to_keep` do; older model code takes a tensor as indices."""
+    from transformers.modeling_utils import slice_logits_to_keep
+
+    module = sys.modules.get(type(causal_lm(model)).__module__)
+    return getattr(module, "slice_logits_to_keep", None) is slice_logits_to_keep
