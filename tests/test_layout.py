@@ -65,8 +65,15 @@ def closure(start: str, graph: dict[str, set[str]]) -> set[str]:
     return seen
 
 
+# pipeline/__init__.py only picks the interpreter (re-runs a stage under .venv's python when the
+# `python` on PATH lacks the dependencies): it never changes what a stage computes, so it is no dep.
+INTERPRETER_GUARD = PACKAGE / "__init__.py"
+
+
 def has_code(path: Path) -> bool:
     """A module with more than a docstring (empty package __init__ files change nothing)."""
+    if path == INTERPRETER_GUARD:
+        return False
     body = ast.parse(path.read_text(encoding="utf-8")).body
     return any(not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)) for node in body)
 

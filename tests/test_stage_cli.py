@@ -184,3 +184,34 @@ def test_multiple_choice_file_with_a_bad_row(workdir, tiny_model_dir, bad, expec
 def test_bad_decoding_setting_fails_before_loading_anything(workdir):
     result = run_stage_cli("pipeline.stages.evaluate", "eval.top_p=0", cwd=workdir)
     assert error_lines(result) == ["hasat evaluate: error: config key 'eval.top_p': 0.0 must be in (0, 1]"]
+
+
+def test_stage_under_a_python_without_the_dependencies(tmp_path):
+    """`.venv/bin/dvc repro` without activation runs the stages with the `python` on PATH: without
+    hasat's dependencies it re-runs the command with the project's .venv, or says in one line what
+    to do when there is none."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import REPO
+
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
+    project = tmp_path / "project"
+    shutil.copytree(REPO / "pipeline", project / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    command = [str(bare / "bin" / "python"), "-m", "pipeline.errors"]
+    env = {"PATH": "/usr/bin:/bin"}
+
+    without = subprocess.run(command, cwd=project, capture_output=True, text=True, env=env, timeout=60)
+    assert without.returncode == 1
+    assert without.stderr.strip().splitlines() == [
+        f"hasat: {bare / 'bin' / 'python'} lacks hasat's dependencies (omegaconf): run `make install`, "
+        "then `source .venv/bin/activate` (or use the .venv's python)"]
+
+    (project / ".venv").symlink_to(Path(sys.prefix))  # the project's environment, as `make install` makes it
+    probe = [str(bare / "bin" / "python"), "-m", "pipeline.stages.ingest"]
+    rerun = subprocess.run(probe, cwd=project, capture_output=True, text=True, env=env, timeout=120)
+    assert "lacks hasat's dependencies" not in rerun.stderr
+    assert "No module named" not in rerun.stderr
+    assert rerun.stderr.startswith("hasat ingest: error: params.yaml")  # the stage itself ran, under the .venv's python
