@@ -35,6 +35,7 @@ TrainMethod = Literal["lora", "full"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Quantization = Literal["none", "4bit", "8bit"]
 Launcher = Literal["none", "torchrun", "accelerate"]
+Distributed = Literal["ddp", "fsdp", "deepspeed"]
 ReportSort = Literal["finetuned_chrf", "delta_chrf"]
 PiiKind = Literal["email", "iban", "tckn", "phone"]
 
@@ -214,7 +215,14 @@ class TrainConfig:
     quantization: str = choice(Quantization, "none")
     resume: bool = True
     launcher: str = choice(Launcher, "none")
-    num_processes: int = 1
+    num_processes: int = 1  # per node
+    distributed: str = choice(Distributed, "ddp")
+    fsdp_config: str = "launch/fsdp2.json"
+    deepspeed_config: str = "launch/ds_zero3.json"
+    num_nodes: int = 1
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29500
     lora: LoraConfig = field(default_factory=LoraConfig)
 
 

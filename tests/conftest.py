@@ -8,6 +8,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Stage processes started in a temporary folder import this checkout's `pipeline` (not whichever
+# one the environment's editable install points at); a repository copy's own code still comes first.
+os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
 
 
 @pytest.fixture(scope="session")
@@ -46,10 +49,10 @@ def run_stage_cli(*args: str, cwd: Path = REPO, timeout: int = 120) -> subproces
 
 def copy_config(dest: Path) -> Path:
     """What a stage run outside the repository needs besides its data: params.yaml, conf/ and the
-    model profiles' assets (licence notices, chat templates)."""
+    model profiles' assets (licence notices, chat templates) and the distributed launch configs."""
     shutil.copy(REPO / "params.yaml", dest / "params.yaml")
-    shutil.copytree(REPO / "conf", dest / "conf")
-    shutil.copytree(REPO / "model_assets", dest / "model_assets")
+    for folder in ("conf", "model_assets", "launch"):
+        shutil.copytree(REPO / folder, dest / folder)
     return dest
 
 

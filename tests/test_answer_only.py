@@ -164,7 +164,7 @@ def test_trainer_loss_history_is_the_same_both_ways(tiny_model_dir, rows, tmp_pa
     for answer_only in (False, True):
         tokenizer, model = load_saved(tiny_model_dir)
         cfg = tiny_cfg(answer_only_logits=answer_only, packing=packing, pack_length=160)
-        _, log, summary = train(model, sft_data(tokenizer, rows * 3, rows, cfg), cfg, tmp_path / f"ck{answer_only}")
+        _, log, summary, _ = train(model, sft_data(tokenizer, rows * 3, rows, cfg), cfg, tmp_path / f"ck{answer_only}")
         runs[answer_only] = log, summary
     (full_log, full_summary), (log, summary) = runs[False], runs[True]
     assert (full_summary["answer_only_logits"], summary["answer_only_logits"]) == (False, True)
@@ -202,5 +202,5 @@ def test_classification_ignores_the_switch(tiny_model_dir, tmp_path):
     rows = [{"input_ids": tokenizer(text)["input_ids"], "label_id": i % 2}
             for i, text in enumerate(["buğday", "arpa tarlası", "mısır hasadı", "fındık bahçesi"])]
     cfg = tiny_cfg(answer_only_logits=True, max_steps=1, gradient_accumulation_steps=1)
-    _, log, summary = train(model, classification_data(tokenizer, rows, rows), cfg, tmp_path / "ck")
+    _, log, summary, _ = train(model, classification_data(tokenizer, rows, rows), cfg, tmp_path / "ck")
     assert summary["answer_only_logits"] is False and log.train

@@ -1,10 +1,12 @@
 """Training correctness on the tiny random model: packing keeps samples apart, same seed same
-loss, a SIGKILLed run resumes to the uninterrupted result, two CPU processes train together."""
+loss, a SIGKILLed run resumes to the uninterrupted result, two CPU processes train together (on one
+node, and as two torchrun nodes on localhost)."""
 
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -84,7 +86,7 @@ def test_same_seed_same_loss(tiny_model_dir, rows, tmp_path):
     for run in range(2):
         tokenizer, model = load_saved(tiny_model_dir)
         cfg = tiny_train_cfg()
-        _, log, summary = train(model, sft_data(tokenizer, rows * 4, rows, cfg), cfg, tmp_path / f"ck{run}")
+        _, log, summary, _ = train(model, sft_data(tokenizer, rows * 4, rows, cfg), cfg, tmp_path / f"ck{run}")
         results.append(([r["loss"] for r in log.train], summary["final_val_loss"]))
     assert results[0] == results[1]
 
@@ -92,7 +94,7 @@ def test_same_seed_same_loss(tiny_model_dir, rows, tmp_path):
 def test_packed_training_runs(tiny_model_dir, rows, tmp_path):
     tokenizer, model = load_saved(tiny_model_dir)
     cfg = tiny_train_cfg(packing=True, pack_length=256)
-    _, log, summary = train(model, sft_data(tokenizer, rows * 4, rows, cfg), cfg, tmp_path / "ck")
+    _, log, summary, _ = train(model, sft_data(tokenizer, rows * 4, rows, cfg), cfg, tmp_path / "ck")
     assert summary["packed_rows"] >= 1 and log.train and log.val
 
 
@@ -164,7 +166,31 @@ def test_two_processes_train_on_cpu(prepared, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((work / "metrics/finetune.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 4
+    assert summary["strategy"] == "ddp"  # what really ran, read back from the Trainer
     assert (work / "models/finetuned/adapter/adapter_config.json").is_file()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_nodes_on_localhost(prepared, tmp_path):
+    """Two torchrun 'nodes' (one gloo process each) rendezvous on a localhost port and train together."""
+    work = clone_work(prepared, tmp_path / "nodes")
+    port = free_port()
+    common = [sys.executable, "-m", "pipeline.stages.finetune", *STAGE_ARGS, "train.launcher=torchrun",
+              "train.num_processes=1", "train.num_nodes=2", "train.max_steps=2", f"train.master_port={port}"]
+    logs = [tmp_path / f"node{rank}.log" for rank in (0, 1)]
+    nodes = [subprocess.Popen([*common, f"train.node_rank={rank}"], cwd=work, stdout=subprocess.DEVNULL,
+                              stderr=logs[rank].open("w")) for rank in (1, 0)]
+    codes = [node.wait(timeout=300) for node in nodes]
+    output = [log.read_text() for log in logs]
+    assert codes == [0, 0], output[0][-3000:] + output[1][-3000:]
+    summary = json.loads((work / "metrics/finetune.json").read_text())
+    assert summary["world_size"] == 2 and summary["strategy"] == "ddp" and summary["steps"] == 2
+    assert "--nnodes=2 --node-rank=0" in output[0] and "--nnodes=2 --node-rank=1" in output[1]
 
 
 def test_qlora_without_cuda_fails_at_once(prepared):

@@ -4,6 +4,8 @@ interrupted run from its last checkpoint; opens the model's MLflow run.
 
     python -m pipeline.stages.finetune [train.learning_rate=2e-4] [train=full] [train.packing=true]
     python -m pipeline.stages.finetune train.launcher=torchrun train.num_processes=2   # multi-process
+    python -m pipeline.stages.finetune train.launcher=torchrun train.num_processes=8 train.distributed=fsdp \
+        train.num_nodes=2 train.node_rank=0 train.master_addr=node01              # on each node
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pipeline.errors import HasatError
 from pipeline.io import atomic_path, read_jsonl, write_json
 from pipeline.stages._runner import run_stage
 from pipeline.tasks.training import training_for
+from pipeline.train.distributed import check_strategy, launch_command
 from pipeline.train.modeling import require_model_folder
 from pipeline.train.trainer import check_quantization, train
 
@@ -47,7 +50,8 @@ def _file_digest(path: Path) -> str:
 def checkpoint_dir(cfg: HasatConfig) -> Path:
     """Checkpoints are keyed by everything training depends on: a stale one is never resumed."""
     train_cfg = OmegaConf.to_container(cfg.train, resolve=True)
-    for key in ("launcher", "resume"):  # how the run is started, not what it computes
+    for key in ("launcher", "resume", "num_nodes", "node_rank", "master_addr", "master_port"):
+        # how the run is started, not what it computes
         train_cfg.pop(key)
     inputs = [paths.TRAIN_SPLIT, paths.VAL_SPLIT] + sorted(BASE.glob("*.json")) \
         + sorted(BASE.glob("*.safetensors"))
@@ -58,15 +62,10 @@ def checkpoint_dir(cfg: HasatConfig) -> Path:
 
 
 def relaunch(train_cfg: TrainConfig, argv: list[str]) -> int:
-    """Run this stage again in `num_processes` processes under torchrun or accelerate."""
-    n = str(train_cfg.num_processes)
-    if train_cfg.launcher == "torchrun":
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
-    else:
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", n,
-               *(["--multi_gpu"] if torch.cuda.is_available() and int(n) > 1 else ["--cpu"])]
-    cmd += ["-m", "pipeline.stages.finetune", *argv]
-    log.info("finetune: launching %s processes: %s", n, " ".join(cmd))
+    """Run this stage again in `num_processes` processes (per node) under torchrun or accelerate."""
+    cmd = launch_command(train_cfg, argv, cuda=torch.cuda.is_available())
+    log.info("finetune: launching %d process(es) on node %d of %d: %s", train_cfg.num_processes,
+             train_cfg.node_rank, train_cfg.num_nodes, " ".join(cmd))
     return subprocess.run(cmd).returncode
 
 
@@ -79,6 +78,7 @@ def write_loss_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
 
 def main(cfg: HasatConfig) -> None:
     check_quantization(cfg.train)
+    check_strategy(cfg.train, cuda=torch.cuda.is_available())
     if cfg.train.launcher != "none" and "LOCAL_RANK" not in os.environ:
         code = relaunch(cfg.train, sys.argv[1:])
         if code:
@@ -106,7 +106,7 @@ def main(cfg: HasatConfig) -> None:
             tracking.log_stats_files([paths.stats(stage) for stage in paths.DATA_STAGES])
             log.info("finetune: %s on %d rows (val %d), checkpoints in %s, MLflow run %s", cfg.train.method,
                      len(train_rows), len(val_rows), ckpt, run["run_id"])
-        model, loss_log, summary = train(
+        model, loss_log, summary, state_dict = train(
             model, task.training_data(cfg, tokenizer, train_rows, val_rows, labels), cfg.train, ckpt,
             resume=cfg.train.resume, on_metrics=tracking.log_metrics if chief else None)
         if not chief:
@@ -114,7 +114,7 @@ def main(cfg: HasatConfig) -> None:
         with atomic_path(paths.FINETUNED) as out:
             out.mkdir()
             folder = out / ("adapter" if cfg.train.method == "lora" else "model")
-            model.save_pretrained(folder)
+            model.save_pretrained(folder, **({"state_dict": state_dict} if state_dict is not None else {}))
             tokenizer.save_pretrained(folder)
             write_json(out / "finetune.json", {"method": cfg.train.method, "task": cfg.task.kind, "labels": labels,
                                                "base": str(BASE), "run_id": run["run_id"]})
@@ -133,7 +133,8 @@ def main(cfg: HasatConfig) -> None:
         summary["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
     write_json(paths.stats("finetune"), summary)
     shutil.rmtree(ckpt, ignore_errors=True)
-    log.info("finetune: %d steps, train loss %.4f, best val loss %.4f (step %s) in %.0fs%s", summary["steps"],
+    log.info("finetune: %s, %d steps, train loss %.4f, best val loss %.4f (step %s) in %.0fs%s",
+             summary["strategy"], summary["steps"],
              summary["train_loss"], summary["best_val_loss"], summary["best_checkpoint_step"],
              summary["train_runtime_s"],
              f" (resumed from step {summary['resumed_from_step']})" if summary["resumed_from_step"] else "")

@@ -9,12 +9,13 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import torch
 
 from pipeline.config import TrainConfig
 from pipeline.errors import HasatError
+from pipeline.train.distributed import full_state_dict, strategy_that_ran, trainer_arguments
 from pipeline.train.packing import EvalAwareCollator, PackedCollator, pack, to_features
 from pipeline.train.prompts import IGNORE_INDEX
 
@@ -145,6 +146,7 @@ def training_arguments(train_cfg, n_train_rows: int, checkpoint_dir: Path, world
         report_to="none",  # MLflow logging is ours (one run per model, opened by the stage)
         disable_tqdm=True,
         dataloader_num_workers=0,
+        **trainer_arguments(train_cfg),  # FSDP2 / DeepSpeed settings; nothing for DDP
     )
 
 
@@ -176,9 +178,17 @@ def sft_data(tokenizer, train_rows: list[dict], val_rows: list[dict], train_cfg:
     return TaskData(packed or to_features(train_rows), to_features(val_rows), collator, "CAUSAL_LM", stats=stats)
 
 
+class Trained(NamedTuple):
+    model: object
+    loss_log: LossLog
+    summary: dict
+    state_dict: Optional[dict]  # the full weights when training was sharded (save with these), else None
+
+
 def train(model, data: TaskData, train_cfg, checkpoint_dir: Path,
-          on_metrics: Optional[Callable[[dict, int], None]] = None, resume: bool = False):
-    """Train; returns (model with the best weights loaded, LossLog, summary dict)."""
+          on_metrics: Optional[Callable[[dict, int], None]] = None, resume: bool = False) -> Trained:
+    """Train; returns the model with the best weights loaded, its LossLog, a summary and (FSDP or
+    DeepSpeed) the gathered, unsharded weights to save."""
     from datasets import Dataset
     from transformers import EarlyStoppingCallback, Trainer, set_seed
 
@@ -222,9 +232,11 @@ def train(model, data: TaskData, train_cfg, checkpoint_dir: Path,
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "total_params": sum(p.numel() for p in model.parameters()),
         "world_size": world_size,
+        "strategy": strategy_that_ran(trainer, world_size),
         "answer_only_logits": trainer_class is not Trainer,
     }
-    return trainer.model, loss_log, summary
+    # every rank takes part in gathering sharded weights
+    return Trained(trainer.model, loss_log, summary, full_state_dict(trainer))
 
 
 def _step_of(checkpoint: Optional[str]) -> Optional[int]:
