@@ -15,7 +15,7 @@ from pipeline import paths
 from pipeline.config import HasatConfig
 from pipeline.errors import HasatError
 from pipeline.io import atomic_path, read_json
-from pipeline.stages._runner import run_stage
+from pipeline.stages._runner import StageHelp, run_stage
 from pipeline.tasks.base import TaskReport
 from pipeline.tasks.reporting import report_for
 from pipeline.tasks.training import load_finetuned
@@ -23,6 +23,15 @@ from pipeline.tracking import log_export
 from pipeline.train.modeling import DTYPES, copy_notices, licence_files_in
 
 log = logging.getLogger("hasat")
+
+
+HELP = StageHelp(
+    __doc__,
+    reads=[f"{paths.BASE_MODEL}/", f"{paths.FINETUNED}/", str(paths.stats("eval"))],
+    writes=[f"{paths.EXPORT}/ (merged model, tokenizer, model card README.md, licence notices)",
+            "the model's MLflow run (model_card/, and the model with export.log_model)"],
+    keys=["task.kind", "export.dtype", "export.log_model"],
+)
 
 
 def main(cfg: HasatConfig) -> None:
@@ -54,4 +63,4 @@ def check_loadable(folder: Path, task: TaskReport) -> None:
 
 
 if __name__ == "__main__":
-    run_stage("export", main)
+    run_stage("export", main, HELP)
