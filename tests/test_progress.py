@@ -11,7 +11,8 @@ from pipeline.train.trainer import sft_data, train
 from tests.test_training import rows, tiny_train_cfg  # noqa: F401  (rows is a fixture)
 
 LINE = re.compile(r"^(?P<desc>[\w :]+): (?P<unit>\w+) (?P<n>\d+)/(?P<total>\d+) \((?P<pct>\d+)%\), "
-                  r"(?P<rate>[\d.]+ \w+/s|[\d.]+ s/\w+), elapsed (?P<elapsed>[^,\s]+), ETA (?P<eta>[^,\s]+)(?P<extra>.*)$")
+                  r"(?P<rate>[\d.]+ \w+/s|[\d.]+ s/\w+), elapsed (?P<elapsed>[^,\s]+), "
+                  r"ETA (?P<eta>[^,\s]+)(?P<extra>.*)$")
 
 
 class Clock:

@@ -57,7 +57,8 @@ def _value(cfg, key: str) -> str:
 
 def stage_help(name: str, info: StageHelp, overrides: list[str]) -> str:
     """The help text; key values come from params.yaml + `overrides` when they load."""
-    lines = [(info.doc or f"Stage {name}.").strip(), "", f"usage: python -m pipeline.stages.{name} [key=value ...] [--help]",
+    lines = [(info.doc or f"Stage {name}.").strip(), "",
+             f"usage: python -m pipeline.stages.{name} [key=value ...] [--help]",
              "", "reads:"]
     lines += [f"  {item}" for item in info.reads] + ["", "writes:"] + [f"  {item}" for item in info.writes]
     try:

@@ -20,7 +20,8 @@ HELP = StageHelp(
     __doc__,
     reads=["the base model named by model.* (a GGUF package, an HF folder or hub id, or random_init)",
            "model_assets/ (licence notices, chat templates named by the model profile)"],
-    writes=[f"{paths.BASE_MODEL}/ (plain HF safetensors + tokenizer + licence notices)", str(paths.stats("base_model"))],
+    writes=[f"{paths.BASE_MODEL}/ (plain HF safetensors + tokenizer + licence notices)",
+            str(paths.stats("base_model"))],
     keys=["model.name", "model.source", "model.location", "model.gguf_file", "model.dtype", "model.license", "seed"],
 )
 
