@@ -80,13 +80,13 @@ def main() -> int:
     print(f"model {cfg.model.name}, {len(prompts)} of {n_split} test prompts "
           f"(prompt tokens {min(map(len, prompts))}-{max(map(len, prompts))}), greedy, max_new_tokens={max_new}, "
           f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs")
-    generate(model, tokenizer, prompts[:2], 4, 2)  # warm-up: one-time allocations and kernel selection
+    generate(model, tokenizer, prompts[:2], 4, 2, desc=None)  # warm-up: one-time allocations and kernel selection
 
     batched_runs, single_runs = [], []
     for _ in range(args.repeats):
-        batched, seconds = timed(lambda: generate(model, tokenizer, prompts, max_new, batch_size))
+        batched, seconds = timed(lambda: generate(model, tokenizer, prompts, max_new, batch_size, desc=None))
         batched_runs.append(seconds)
-        single, seconds = timed(lambda: [generate(model, tokenizer, [p], max_new, 1)[0] for p in prompts])
+        single, seconds = timed(lambda: [generate(model, tokenizer, [p], max_new, 1, desc=None)[0] for p in prompts])
         single_runs.append(seconds)
     batched_s, single_s = min(batched_runs), min(single_runs)
     print("runs (s): batched " + ", ".join(f"{s:.1f}" for s in batched_runs) + "; one at a time "

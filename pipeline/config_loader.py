@@ -71,6 +71,8 @@ def _group_option(conf_dir: Path, group: str, option: str, item: str) -> DictCon
 def _override_layer(overrides: List[str], conf_dir: Path) -> List[DictConfig]:
     layers = []
     for item in overrides:
+        if item.startswith("-"):
+            raise HasatError(f"unknown option '{item}': a stage takes key=value overrides, and --help")
         key, sep, value = item.partition("=")
         key = key.lstrip("+")
         if not sep or not key:

@@ -37,6 +37,9 @@ def stats(stage: str) -> Path:
 
 DATA_STAGES = ("base_model", "ingest", "clean", "tokenize", "split")  # their stats go into the MLflow run
 LOSS_DIR = Path("reports/loss")
+DATA_REPORT_DIR = Path("reports/data")
+DATA_REPORT = DATA_REPORT_DIR / "report.html"  # also an artifact of the model's MLflow run (logged by export)
+TOKEN_LENGTHS = DATA_REPORT_DIR / "token_lengths.csv"  # dvc plots: rows per token-length bin, all vs kept
 EVAL_DIR = Path("reports/eval")
 PREDICTIONS = EVAL_DIR / "predictions.jsonl"
 MC_PREDICTIONS = EVAL_DIR / "mc_predictions.jsonl"

@@ -142,6 +142,15 @@ def log_eval(cfg: HasatConfig, run_file: Path, metrics: dict[str, float], tags: 
                 mlflow.log_artifact(str(path), artifact_path="eval")
 
 
+def log_data_report(cfg: HasatConfig, run_file: Path, report: Path) -> None:
+    """The data report (the data_report stage's HTML) into the model's run, under data/. export logs
+    it: the run exists only after finetune, and a report change must not re-run the training."""
+    if not Path(report).is_file():
+        raise HasatError(f"{report}: the data report is missing (run the data_report stage)")
+    with attach_run(cfg, run_file) as mlflow:
+        mlflow.log_artifact(str(report), artifact_path="data")
+
+
 def log_export(cfg: HasatConfig, run_file: Path, card: Path, model_dir: Path, log_model: bool) -> None:
     """The model card, and (log_model) the exported HF folder itself: mlflow.transformers.log_model
     breaks on transformers 5's pipeline registry (impl given as a string), and the folder is what

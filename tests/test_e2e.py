@@ -64,14 +64,15 @@ def pipeline_repo(tmp_path_factory):
 
 def test_repro_runs_every_stage_and_writes_outputs(pipeline_repo):
     root, _, first = pipeline_repo
-    assert stages_run(first) == {"base_model", "ingest", "clean", "tokenize", "split", "finetune", "evaluate",
-                                 "export"}
+    assert stages_run(first) == {"base_model", "ingest", "clean", "tokenize", "split", "data_report", "finetune",
+                                 "evaluate", "export"}
     for path in ("models/export/model.safetensors", "models/export/config.json", "models/export/README.md",
                  "models/export/generation_config.json", "models/finetuned/adapter/adapter_config.json",
                  "reports/eval/predictions.jsonl", "reports/eval/review.html", "reports/eval/mc_predictions.jsonl",
                  "reports/eval/plots/metrics.png", "reports/eval/plots/item_chrf.png",
                  "reports/eval/plots/mc_confusion.png", "reports/eval/item_chrf.csv", "reports/loss/train.csv",
-                 "models/base/NOTICE", "models/base/LICENSE", "models/export/NOTICE", "models/export/LICENSE"):
+                 "models/base/NOTICE", "models/base/LICENSE", "models/export/NOTICE", "models/export/LICENSE",
+                 "reports/data/report.html", "reports/data/token_lengths.csv"):
         assert (root / path).is_file(), path
     card = (root / "models/export/README.md").read_text(encoding="utf-8")
     assert "## Licence" in card and "`NOTICE`, `LICENSE`" in card  # the base's notices travel with the export
@@ -204,6 +205,7 @@ def test_exp_run_on_a_training_param_reruns_only_training_stages(pipeline_repo):
     tuned = [r for r in runs if r.data.params["train.learning_rate"] == "0.0005"]
     assert len(tuned) == 1 and tuned[0].data.tags.get("dvc.exp_name") == "lr5e-4"
     assert "test.finetuned.chrf" in tuned[0].data.metrics
+    assert [a.path for a in client.list_artifacts(tuned[0].info.run_id, "data")] == ["data/report.html"]
     assert not list((root / ".dvc" / "tmp").rglob("mlflow.db"))
     shown = run(["dvc", "exp", "show", "--json"], root, env)
     assert "lr5e-4" in shown
@@ -221,7 +223,7 @@ def classified(pipeline_repo):
 
 def test_exp_run_switches_the_same_pipeline_to_classification(classified):
     root, env, out = classified
-    assert stages_run(out) == {"ingest", "clean", "tokenize", "split", "finetune", "evaluate", "export"}
+    assert stages_run(out) == {"ingest", "clean", "tokenize", "split", "data_report", "finetune", "evaluate", "export"}
     assert "TF-IDF char n-grams + LR" in out and "Verdict (macro-F1" in out  # the table is printed
     result = json.loads((root / "metrics" / "eval.json").read_text())
     split = json.loads((root / "metrics" / "split.json").read_text())

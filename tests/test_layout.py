@@ -153,9 +153,9 @@ def test_no_module_is_too_long():
 
 def test_dvc_outs_are_the_named_paths():
     outs = {str(list(o)[0] if isinstance(o, dict) else o) for s in dvc_stages().values()
-            for key in ("outs", "metrics") for o in s.get(key, [])}
+            for key in ("outs", "metrics", "plots") for o in s.get(key, [])}
     named = {paths.BASE_MODEL, paths.FINETUNED, paths.EXPORT, paths.INGESTED, paths.CLEANED, paths.TOKENIZED,
-             paths.SPLIT_DIR, paths.PREDICTIONS, paths.MC_PREDICTIONS, paths.REVIEW,
+             paths.SPLIT_DIR, paths.PREDICTIONS, paths.MC_PREDICTIONS, paths.REVIEW, paths.DATA_REPORT, paths.TOKEN_LENGTHS,
              *(paths.rejects(s) for s in ("ingest", "clean", "tokenize")),
              *(paths.stats(s) for s in ("base_model", "ingest", "clean", "tokenize", "split", "finetune", "eval"))}
     assert {p.as_posix() for p in named} <= outs, sorted({p.as_posix() for p in named} - outs)

@@ -73,7 +73,8 @@ def test_acc_norm_divides_by_characters_and_acc_bytes_by_bytes(monkeypatch):
     # choice 0: 6 Turkish letters = 6 characters, 12 UTF-8 bytes; choice 1: 8 ASCII letters
     question = mc.Question("q", "Hangisi?", ["ığüşöç", "abcdefgh", "x", "y"], 0, "t")
     lls = [-6.0, -7.0, -20.0, -20.0]
-    monkeypatch.setattr(mc, "span_logprobs", lambda model, seqs, starts, bs, pad: [SpanScore(v, 1, False) for v in lls])
+    monkeypatch.setattr(mc, "span_logprobs",
+                        lambda model, seqs, starts, bs, pad, desc=None: [SpanScore(v, 1, False) for v in lls])
 
     class Tok:
         pad_token_id, eos_token_id = 0, 0

@@ -18,6 +18,7 @@ import numpy as np
 
 from pipeline.eval.bootstrap import percentile_interval, resample_counts
 from pipeline.eval.tables import format_cell, text_table, verdict
+from pipeline.progress import Progress
 
 SYSTEMS = (("majority", "majority class"), ("tfidf_char_lr", "TF-IDF char n-grams + LR"),
            ("finetuned", "fine-tuned LM classifier"))
@@ -158,8 +159,10 @@ def predict(model, tokenizer, rows: list[dict], batch_size: int) -> list[int]:
     return predict_with_confidence(model, tokenizer, rows, batch_size)[0]
 
 
-def predict_with_confidence(model, tokenizer, rows: list[dict], batch_size: int) -> tuple[list[int], list[float]]:
-    """Predicted label ids and the softmax probability of each prediction, in the order of `rows`."""
+def predict_with_confidence(model, tokenizer, rows: list[dict], batch_size: int,
+                            desc: str | None = None) -> tuple[list[int], list[float]]:
+    """Predicted label ids and the softmax probability of each prediction, in the order of `rows`
+    (with `desc`, progress under that name: pipeline.progress)."""
     import torch
 
     model.eval()
@@ -167,6 +170,7 @@ def predict_with_confidence(model, tokenizer, rows: list[dict], batch_size: int)
     pad_id = tokenizer.pad_token_id
     predictions: list[int] = []
     confidence: list[float] = []
+    progress = Progress(len(rows), desc, unit="row")
     for start in range(0, len(rows), batch_size):
         batch = rows[start:start + batch_size]
         width = max(len(r["input_ids"]) for r in batch)
@@ -180,6 +184,8 @@ def predict_with_confidence(model, tokenizer, rows: list[dict], batch_size: int)
         best = logits.softmax(-1).max(-1)
         predictions += best.indices.tolist()
         confidence += best.values.tolist()
+        progress.update(len(batch))
+    progress.close()
     return predictions, confidence
 
 

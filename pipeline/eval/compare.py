@@ -63,13 +63,15 @@ def run_model(tokenizer, model, rows: list[dict], questions: list[Question], set
     prompts = [r["input_ids"][: r["n_prompt_tokens"]] for r in rows]
     log.info("evaluate: %s: generating %d answers (%s, max_new_tokens=%d)", name, len(rows),
              settings.decoding.describe(), settings.max_new_tokens)
-    outputs = generate(model, tokenizer, prompts, settings.max_new_tokens, settings.batch_size, settings.decoding)
+    outputs = generate(model, tokenizer, prompts, settings.max_new_tokens, settings.batch_size, settings.decoding,
+                       desc=f"evaluate: {name}: generate")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    nll = reference_nll(model, rows, settings.batch_size, pad_id)
+    nll = reference_nll(model, rows, settings.batch_size, pad_id, desc=f"evaluate: {name}: perplexity")
     mc = []
     if questions:
         log.info("evaluate: %s: scoring %d multiple-choice questions", name, len(questions))
-        mc = score_questions(model, tokenizer, questions, settings.mc_template, settings.mc_batch_size)
+        mc = score_questions(model, tokenizer, questions, settings.mc_template, settings.mc_batch_size,
+                             desc=f"evaluate: {name}: multiple choice")
     return ModelRun(outputs, nll, mc)
 
 

@@ -8,15 +8,12 @@ the random stream depends on the batch, so sampled answers are reproducible for 
 
 from __future__ import annotations
 
-import logging
-import time
 from dataclasses import dataclass, fields
 
 import torch
 
 from pipeline.config import DecodingConfig
-
-log = logging.getLogger("hasat")
+from pipeline.progress import Progress
 
 
 @dataclass
@@ -61,8 +58,9 @@ GREEDY = Decoding()
 
 
 def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int,
-             decoding: Decoding = GREEDY) -> list[Generation]:
-    """Continue each tokenized prompt; results in the order of `prompts`."""
+             decoding: Decoding = GREEDY, desc: str | None = "generate") -> list[Generation]:
+    """Continue each tokenized prompt; results in the order of `prompts`. Progress (answers done,
+    rate, ETA, new tokens per answer) goes to stderr under `desc` (pipeline.progress; None: quiet)."""
     model.eval()
     dev = next(model.parameters()).device
     eos_ids = _eos_ids(model, tokenizer)
@@ -71,7 +69,8 @@ def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, ba
         torch.manual_seed(decoding.seed)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     results: list[Generation | None] = [None] * len(prompts)
-    started = time.perf_counter()
+    progress = Progress(len(prompts), desc, unit="answer")
+    new_tokens = 0
     for start in range(0, len(order), batch_size):
         batch_idx = order[start:start + batch_size]
         width = max(len(prompts[i]) for i in batch_idx)
@@ -87,16 +86,10 @@ def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, ba
                                  use_cache=True, **decoding.generate_kwargs())
         for row, i in enumerate(batch_idx):
             results[i] = _decode(out[row, width:].tolist(), tokenizer, eos_ids)
-        _progress(start + len(batch_idx), len(prompts), time.perf_counter() - started,
-                  sum(results[i].n_new_tokens for i in batch_idx))
+        new_tokens += sum(results[i].n_new_tokens for i in batch_idx)  # type: ignore[union-attr]
+        progress.update(len(batch_idx), new_tokens_per_answer=round(new_tokens / (start + len(batch_idx)), 1))
+    progress.close()
     return results  # type: ignore[return-value]
-
-
-def _progress(done: int, total: int, seconds: float, new_tokens: int) -> None:
-    """One line per batch: answers done, their rate and the time left at that rate."""
-    rate = done / seconds if seconds > 0 else float("inf")
-    log.info("  generated %d/%d answers (%.2f answers/s, %d new tokens in the last batch, ETA %.0fs)",
-             done, total, rate, new_tokens, (total - done) / rate if rate else 0.0)
 
 
 def _eos_ids(model, tokenizer) -> list[int]:

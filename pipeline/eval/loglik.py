@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from pipeline.progress import Progress
 from pipeline.train.modeling import takes_position_mask
 
 
@@ -41,8 +42,9 @@ def _batches(order: list[int], span_lens: list[int], batch_size: int, max_logit_
 
 
 def span_logprobs(model, sequences: list[list[int]], starts: list[int], batch_size: int,
-                  pad_id: int, max_logit_rows: int = 2048) -> list[SpanScore]:
+                  pad_id: int, max_logit_rows: int = 2048, desc: str | None = None) -> list[SpanScore]:
     """Score tokens `sequences[i][starts[i]:]` given the tokens before them; results in input order.
+    With `desc`, progress (sequences scored, rate, ETA) goes to stderr under that name.
 
     `max_logit_rows` caps the logits a batch materialises (2048 × a 49k vocabulary ≈ 400 MB fp32)."""
     if len(sequences) != len(starts):
@@ -55,10 +57,13 @@ def span_logprobs(model, sequences: list[list[int]], starts: list[int], batch_si
     span_lens = [len(seq) - start for seq, start in zip(sequences, starts)]
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     results: list[SpanScore | None] = [None] * len(sequences)
+    progress = Progress(len(sequences), desc, unit="sequence")
     for batch in _batches(order, span_lens, batch_size, max_logit_rows):
         for i, score in zip(batch, _score_batch(model, [sequences[i] for i in batch], [span_lens[i] for i in batch],
                                                 pad_id, dev)):
             results[i] = score
+        progress.update(len(batch))
+    progress.close()
     return results  # type: ignore[return-value]
 
 
@@ -96,9 +101,10 @@ def _score_batch(model, seqs: list[list[int]], span_lens: list[int], pad_id: int
     return scores
 
 
-def reference_nll(model, rows: list[dict], batch_size: int, pad_id: int) -> list[tuple[float, int]]:
+def reference_nll(model, rows: list[dict], batch_size: int, pad_id: int,
+                  desc: str | None = None) -> list[tuple[float, int]]:
     """(NLL sum, token count) of each tokenized row's answer: the tokens after `n_prompt_tokens`,
     which are the row's labelled tokens (the reference answer and the EOS that closes it)."""
     scores = span_logprobs(model, [r["input_ids"] for r in rows], [max(1, r["n_prompt_tokens"]) for r in rows],
-                           batch_size, pad_id)
+                           batch_size, pad_id, desc=desc)
     return [(-s.logprob, s.n_tokens) for s in scores]

@@ -122,7 +122,8 @@ def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], 
     return prefix + context_ids, whole[len(context_ids):]
 
 
-def score_questions(model, tokenizer, questions: list[Question], template: str, batch_size: int) -> list[QuestionResult]:
+def score_questions(model, tokenizer, questions: list[Question], template: str, batch_size: int,
+                    desc: str | None = None) -> list[QuestionResult]:
     check_mc_template(template)
     sequences, starts = [], []
     for q in questions:
@@ -132,7 +133,7 @@ def score_questions(model, tokenizer, questions: list[Question], template: str, 
             sequences.append(ctx + cont)
             starts.append(len(ctx))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    spans = span_logprobs(model, sequences, starts, batch_size, pad_id)
+    spans = span_logprobs(model, sequences, starts, batch_size, pad_id, desc=desc)
     results = []
     for n, q in enumerate(questions):
         lls = np.array([s.logprob for s in spans[n * N_CHOICES:(n + 1) * N_CHOICES]])

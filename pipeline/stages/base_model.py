@@ -11,9 +11,19 @@ from pipeline import paths
 from pipeline.config import HasatConfig
 from pipeline.io import atomic_path, write_json
 from pipeline.train.modeling import load_base, notice_files, save_model_folder
-from pipeline.stages._runner import run_stage
+from pipeline.stages._runner import StageHelp, run_stage
 
 log = logging.getLogger("hasat")
+
+
+HELP = StageHelp(
+    __doc__,
+    reads=["the base model named by model.* (a GGUF package, an HF folder or hub id, or random_init)",
+           "model_assets/ (licence notices, chat templates named by the model profile)"],
+    writes=[f"{paths.BASE_MODEL}/ (plain HF safetensors + tokenizer + licence notices)",
+            str(paths.stats("base_model"))],
+    keys=["model.name", "model.source", "model.location", "model.gguf_file", "model.dtype", "model.license", "seed"],
+)
 
 
 def main(cfg: HasatConfig) -> None:
@@ -31,4 +41,4 @@ def main(cfg: HasatConfig) -> None:
 
 
 if __name__ == "__main__":
-    run_stage("base_model", main)
+    run_stage("base_model", main, HELP)

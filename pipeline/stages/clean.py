@@ -19,7 +19,7 @@ from pipeline.data.clean import check_reject_share, clean_file, lsh_bands, stats
 from pipeline.errors import HasatError
 from pipeline.io import staged_outputs, write_json
 from pipeline import paths
-from pipeline.stages._runner import run_stage
+from pipeline.stages._runner import StageHelp, run_stage
 
 IN = paths.INGESTED
 OUT = paths.CLEANED
@@ -57,6 +57,17 @@ def summary(stats: dict) -> str:
     return "\n".join(lines)
 
 
+HELP = StageHelp(
+    __doc__,
+    reads=[str(IN), f"{paths.BASE_MODEL}/ (its tokenizer counts tokens for clean.length.*_tokens)"],
+    writes=[str(OUT), f"{REJECTS} (dropped rows with reason and source)", f"{STATS} (counts, per-step timings)"],
+    keys=["clean.mojibake", "clean.pii.enabled", "clean.length.min_chars", "clean.length.max_tokens",
+          "clean.language.enabled", "clean.language.action", "clean.language.min_confidence",
+          "clean.drop_exact_duplicates", "clean.near_duplicates.enabled", "clean.near_duplicates.threshold",
+          "clean.balance.method", "clean.max_reject_share", "clean.workers"],
+)
+
+
 def main(cfg: HasatConfig) -> None:
     c: CleanConfig = OmegaConf.to_object(cfg.clean)
     tokenizer = tokenizer_file(c)
@@ -73,4 +84,4 @@ def main(cfg: HasatConfig) -> None:
 
 
 if __name__ == "__main__":
-    run_stage("clean", main)
+    run_stage("clean", main, HELP)

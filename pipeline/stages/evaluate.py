@@ -19,11 +19,24 @@ from pipeline import paths
 from pipeline.config import HasatConfig
 from pipeline.eval.report import format_table
 from pipeline.io import write_json
-from pipeline.stages._runner import run_stage
+from pipeline.stages._runner import StageHelp, run_stage
 from pipeline.tasks.reporting import report_for
 from pipeline.tracking import log_eval
 
 log = logging.getLogger("hasat")
+
+
+HELP = StageHelp(
+    __doc__,
+    reads=[f"{paths.BASE_MODEL}/", f"{paths.FINETUNED}/", str(paths.TEST_SPLIT),
+           f"{paths.TRAIN_SPLIT} (classification baselines)", "eval.mc.path (the multiple-choice benchmark)"],
+    writes=[str(paths.stats("eval")), str(paths.PREDICTIONS), str(paths.MC_PREDICTIONS), str(paths.REVIEW),
+            f"{paths.PLOTS}/", str(paths.ITEM_CHRF), *map(str, paths.MC_CONFUSION.values()), str(paths.CONFUSION),
+            "the model's MLflow run (eval/)"],
+    keys=["seed", "task.kind", "eval.max_examples", "eval.max_new_tokens", "eval.batch_size", "eval.do_sample",
+          "eval.repetition_penalty", "eval.mc.enabled", "eval.mc.path", "eval.bootstrap.resamples",
+          "eval.bootstrap.confidence"],
+)
 
 
 def main(cfg: HasatConfig) -> None:
@@ -35,4 +48,4 @@ def main(cfg: HasatConfig) -> None:
 
 
 if __name__ == "__main__":
-    run_stage("evaluate", main)
+    run_stage("evaluate", main, HELP)

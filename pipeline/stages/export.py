@@ -15,14 +15,24 @@ from pipeline import paths
 from pipeline.config import HasatConfig
 from pipeline.errors import HasatError
 from pipeline.io import atomic_path, read_json
-from pipeline.stages._runner import run_stage
+from pipeline.stages._runner import StageHelp, run_stage
 from pipeline.tasks.base import TaskReport
 from pipeline.tasks.reporting import report_for
 from pipeline.tasks.training import load_finetuned
-from pipeline.tracking import log_export
+from pipeline.tracking import log_data_report, log_export
 from pipeline.train.modeling import DTYPES, copy_notices, licence_files_in
 
 log = logging.getLogger("hasat")
+
+
+HELP = StageHelp(
+    __doc__,
+    reads=[f"{paths.BASE_MODEL}/", f"{paths.FINETUNED}/", str(paths.stats("eval")),
+           f"{paths.DATA_REPORT} (logged to the model's MLflow run)"],
+    writes=[f"{paths.EXPORT}/ (merged model, tokenizer, model card README.md, licence notices)",
+            "the model's MLflow run (model_card/, data/report.html, and the model with export.log_model)"],
+    keys=["task.kind", "export.dtype", "export.log_model"],
+)
 
 
 def main(cfg: HasatConfig) -> None:
@@ -41,6 +51,7 @@ def main(cfg: HasatConfig) -> None:
         (tmp / "README.md").write_text(task.model_card(cfg, metrics, paths.EXPORT), encoding="utf-8")
         check_loadable(tmp, task)
     log_export(cfg, paths.FINETUNED / paths.RUN_FILE, paths.EXPORT / "README.md", paths.EXPORT, cfg.export.log_model)
+    log_data_report(cfg, paths.FINETUNED / paths.RUN_FILE, paths.DATA_REPORT)
     log.info("export: merged %s written to %s", task.export_noun, paths.EXPORT)
 
 
@@ -54,4 +65,4 @@ def check_loadable(folder: Path, task: TaskReport) -> None:
 
 
 if __name__ == "__main__":
-    run_stage("export", main)
+    run_stage("export", main, HELP)

@@ -28,7 +28,7 @@ from pipeline import paths, tracking
 from pipeline.config import HasatConfig, TrainConfig
 from pipeline.errors import HasatError
 from pipeline.io import atomic_path, read_jsonl, write_json
-from pipeline.stages._runner import run_stage
+from pipeline.stages._runner import StageHelp, run_stage
 from pipeline.tasks.training import training_for
 from pipeline.train.distributed import check_strategy, launch_command
 from pipeline.train.modeling import require_model_folder
@@ -74,6 +74,19 @@ def write_loss_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+
+
+HELP = StageHelp(
+    __doc__,
+    reads=[f"{BASE}/", str(paths.TRAIN_SPLIT), str(paths.VAL_SPLIT)],
+    writes=[f"{paths.FINETUNED}/ (adapter or full model, {RUN_FILE})", f"{paths.LOSS_DIR}/train.csv",
+            f"{paths.LOSS_DIR}/val.csv", str(paths.stats("finetune")),
+            f"{paths.CHECKPOINT_ROOT}/ (checkpoints to resume from; removed when done)", "the model's MLflow run"],
+    keys=["task.kind", "task.class_weights", "train.method", "train.learning_rate", "train.num_epochs", "train.max_steps", "train.batch_size",
+          "train.gradient_accumulation_steps", "train.evals_per_epoch", "train.early_stopping_patience",
+          "train.packing", "train.quantization", "train.precision", "train.resume", "train.launcher",
+          "train.num_processes", "train.lora.r", "mlflow.experiment_name"],
+)
 
 
 def main(cfg: HasatConfig) -> None:
@@ -141,4 +154,4 @@ def main(cfg: HasatConfig) -> None:
 
 
 if __name__ == "__main__":
-    run_stage("finetune", main)
+    run_stage("finetune", main, HELP)

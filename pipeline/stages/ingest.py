@@ -17,7 +17,7 @@ from pipeline.data.ingest import IngestStats, ingest_stream
 from pipeline.errors import HasatError
 from pipeline.io import JsonlWriter, staged_outputs, write_json
 from pipeline import paths
-from pipeline.stages._runner import run_stage
+from pipeline.stages._runner import StageHelp, run_stage
 
 OUT = paths.INGESTED
 REJECTS = paths.rejects("ingest")
@@ -69,6 +69,15 @@ def summary(stats: dict) -> str:
     return "\n".join(lines)
 
 
+HELP = StageHelp(
+    __doc__,
+    reads=["data.path (a file or folder; data.sources lists several with their own settings)"],
+    writes=[f"{OUT} (canonical records)", f"{REJECTS} (dropped rows with reason and file:line)", str(STATS)],
+    keys=["data.name", "data.path", "data.format", "data.schema", "data.encoding", "data.columns", "data.sources",
+          "data.max_reject_share"],
+)
+
+
 def main(cfg: HasatConfig) -> None:
     defaults, sources = sources_of(cfg.data)
     with staged_outputs(OUT, REJECTS, STATS) as (out_tmp, rejects_tmp, stats_tmp):
@@ -86,4 +95,4 @@ def main(cfg: HasatConfig) -> None:
 
 
 if __name__ == "__main__":
-    run_stage("ingest", main)
+    run_stage("ingest", main, HELP)

@@ -12,9 +12,17 @@ from pipeline.config import HasatConfig
 from pipeline.errors import HasatError
 from pipeline.io import atomic_path, read_jsonl, write_json, write_jsonl
 from pipeline.data.splitting import SPLITS, label_counts, leaked_prompts, split_records
-from pipeline.stages._runner import run_stage
+from pipeline.stages._runner import StageHelp, run_stage
 
 log = logging.getLogger("hasat")
+
+
+HELP = StageHelp(
+    __doc__,
+    reads=[str(paths.TOKENIZED)],
+    writes=[f"{paths.SPLIT_DIR}/{{train,val,test}}.jsonl", str(paths.stats("split"))],
+    keys=["split.seed", "split.val_size", "split.test_size", "split.stratify"],
+)
 
 
 def main(cfg: HasatConfig) -> None:
@@ -41,4 +49,4 @@ def main(cfg: HasatConfig) -> None:
 
 
 if __name__ == "__main__":
-    run_stage("split", main)
+    run_stage("split", main, HELP)

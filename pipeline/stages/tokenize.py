@@ -13,11 +13,21 @@ import logging
 from pipeline import paths
 from pipeline.config import HasatConfig
 from pipeline.io import read_jsonl, write_json, write_jsonl
-from pipeline.stages._runner import run_stage
+from pipeline.stages._runner import StageHelp, run_stage
 from pipeline.tasks.training import training_for
 from pipeline.train.modeling import require_model_folder
 
 log = logging.getLogger("hasat")
+
+
+HELP = StageHelp(
+    __doc__,
+    reads=[str(paths.CLEANED), f"{paths.BASE_MODEL}/ (its tokenizer and chat template)"],
+    writes=[str(paths.TOKENIZED), f"{paths.rejects('tokenize')} (rows too long or unformattable)",
+            f"{paths.stats('tokenize')} (token lengths, truncation, fertility)"],
+    keys=["task.kind", "task.prompt_format", "task.train_on_inputs", "task.labels", "tokenize.max_seq_len",
+          "tokenize.truncation"],
+)
 
 
 def main(cfg: HasatConfig) -> None:
@@ -32,4 +42,4 @@ def main(cfg: HasatConfig) -> None:
 
 
 if __name__ == "__main__":
-    run_stage("tokenize", main)
+    run_stage("tokenize", main, HELP)

@@ -15,6 +15,7 @@ import torch
 
 from pipeline.config import TrainConfig
 from pipeline.errors import HasatError
+from pipeline.progress import Progress
 from pipeline.train.distributed import full_state_dict, strategy_that_ran, trainer_arguments
 from pipeline.train.packing import EvalAwareCollator, PackedCollator, pack, to_features
 from pipeline.train.prompts import IGNORE_INDEX
@@ -98,6 +99,43 @@ def make_metrics_callback(on_metrics: Callable[[dict, int], None]):
     return MetricsCallback()
 
 
+def make_progress_callback(desc: str = "finetune"):
+    """Training progress (step/total, rate, ETA, last loss and learning rate; validation losses as
+    they come) from the chief process, in place of HF's PrinterCallback dicts and its tqdm bar."""
+    from transformers import TrainerCallback
+
+    class ProgressCallback(TrainerCallback):
+        def __init__(self):
+            self.progress: Optional[Progress] = None
+            self.best: Optional[float] = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                self.progress = Progress(state.max_steps, desc, unit="step", initial=state.global_step)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.progress is not None:
+                self.progress.advance_to(state.global_step, epoch=round(state.epoch or 0.0, 2))
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.progress is None or not logs:
+                return
+            if "loss" in logs:
+                self.progress.set(loss=float(logs["loss"]), lr=logs.get("learning_rate"))
+            if "eval_loss" in logs:
+                loss = float(logs["eval_loss"])
+                self.best = loss if self.best is None else min(self.best, loss)
+                self.progress.write(f"step {state.global_step}/{state.max_steps}: val loss {loss:.4f} "
+                                    f"(best {self.best:.4f})")
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.progress is not None:
+                self.progress.close()
+                self.progress = None
+
+    return ProgressCallback()
+
+
 def training_arguments(train_cfg, n_train_rows: int, checkpoint_dir: Path, world_size: int = 1):
     from transformers import TrainingArguments
 
@@ -144,7 +182,7 @@ def training_arguments(train_cfg, n_train_rows: int, checkpoint_dir: Path, world
         use_cpu=not cuda,
         ddp_backend="gloo" if world_size > 1 and not cuda else None,
         report_to="none",  # MLflow logging is ours (one run per model, opened by the stage)
-        disable_tqdm=True,
+        disable_tqdm=True,  # progress is ours (make_progress_callback); HF's PrinterCallback is removed
         dataloader_num_workers=0,
         **trainer_arguments(train_cfg),  # FSDP2 / DeepSpeed settings; nothing for DDP
     )
@@ -190,7 +228,7 @@ def train(model, data: TaskData, train_cfg, checkpoint_dir: Path,
     """Train; returns the model with the best weights loaded, its LossLog, a summary and (FSDP or
     DeepSpeed) the gathered, unsharded weights to save."""
     from datasets import Dataset
-    from transformers import EarlyStoppingCallback, Trainer, set_seed
+    from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, set_seed
 
     set_seed(train_cfg.seed)
     model.config.use_cache = False  # a KV cache in training also hides packed sequence boundaries
@@ -198,7 +236,8 @@ def train(model, data: TaskData, train_cfg, checkpoint_dir: Path,
         model = wrap_lora(model, train_cfg.lora, quantized=train_cfg.quantization != "none", task_type=data.task_type)
     world_size = torch.distributed.get_world_size() if torch.distributed.is_initialized() else \
         int(os.environ.get("WORLD_SIZE", "1"))
-    callbacks = [EarlyStoppingCallback(early_stopping_patience=train_cfg.early_stopping_patience)]
+    callbacks = [EarlyStoppingCallback(early_stopping_patience=train_cfg.early_stopping_patience),
+                 make_progress_callback()]
     if on_metrics:
         callbacks.append(make_metrics_callback(on_metrics))
     trainer_class = Trainer
@@ -215,6 +254,7 @@ def train(model, data: TaskData, train_cfg, checkpoint_dir: Path,
         compute_loss_func=data.compute_loss_func,
         callbacks=callbacks,
     )
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict; ours prints a line with position and ETA
     checkpoint = last_checkpoint(checkpoint_dir) if resume else None
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     loss_log = LossLog.from_history(trainer.state.log_history)

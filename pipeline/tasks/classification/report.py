@@ -39,7 +39,8 @@ class ClassificationReport(TaskReport):
         model.to(device())
         log.info("evaluate: classifying %d test texts (%d classes); baselines trained on %d texts", len(rows),
                  len(labels), len(train_rows))
-        ids, confidence = scoring.predict_with_confidence(model, tokenizer, rows, ev.batch_size)
+        ids, confidence = scoring.predict_with_confidence(model, tokenizer, rows, ev.batch_size,
+                                                          desc="evaluate: classify")
         del model
         predictions = {**scoring.baselines(train_rows, rows, cfg.seed), "finetuned": [labels[i] for i in ids]}
         b = ev.bootstrap
