@@ -78,14 +78,16 @@ def write_loss_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
 
 HELP = StageHelp(
     __doc__,
-    reads=[f"{BASE}/", str(paths.TRAIN_SPLIT), str(paths.VAL_SPLIT)],
+    reads=[f"{BASE}/", str(paths.TRAIN_SPLIT), str(paths.VAL_SPLIT),
+           "launch/ (FSDP2 / DeepSpeed configs, with train.distributed=fsdp|deepspeed)"],
     writes=[f"{paths.FINETUNED}/ (adapter or full model, {RUN_FILE})", f"{paths.LOSS_DIR}/train.csv",
             f"{paths.LOSS_DIR}/val.csv", str(paths.stats("finetune")),
             f"{paths.CHECKPOINT_ROOT}/ (checkpoints to resume from; removed when done)", "the model's MLflow run"],
     keys=["task.kind", "task.class_weights", "train.method", "train.learning_rate", "train.num_epochs", "train.max_steps", "train.batch_size",
           "train.gradient_accumulation_steps", "train.evals_per_epoch", "train.early_stopping_patience",
           "train.packing", "train.quantization", "train.precision", "train.resume", "train.launcher",
-          "train.num_processes", "train.lora.r", "mlflow.experiment_name"],
+          "train.num_processes", "train.distributed", "train.num_nodes", "train.node_rank", "train.master_addr",
+          "train.lora.r", "mlflow.experiment_name"],
 )
 
 
