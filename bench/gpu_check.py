@@ -145,8 +145,8 @@ def training_throughput(model, dev, dtype, batch: int, seq: int, steps: int, war
     result = {"batch": batch, "seq_len": seq, "steps": steps, "tokens_per_s": round(tokens_per_s, 1),
               "peak_memory_mib": peak_mib(dev), "matmul_params": matmul_params(model.get_base_model())}
     if peak:
-        result["mfu"] = round(tokens_per_s * base_fpt[2] / (peak * 1e12), 4)
-        result["mfu_6n"] = round(tokens_per_s * base_fpt[3] / (peak * 1e12), 4)
+        result["mfu"] = float(f"{tokens_per_s * base_fpt[2] / (peak * 1e12):.4g}")
+        result["mfu_6n"] = float(f"{tokens_per_s * base_fpt[3] / (peak * 1e12):.4g}")
     return result
 
 
@@ -190,9 +190,11 @@ def section(results: dict, name: str, budget: Budget, need_s: float, fn: Callabl
 
 
 def lengths_like_sft(n: int, seed: int, cap: int) -> list[int]:
-    """Row lengths with an SFT-like spread (lognormal around 300 tokens)."""
+    """Row lengths with an SFT-like spread: lognormal, median 15% of the cap (about 300 of 2048 tokens)."""
+    import math
+
     rng = random.Random(seed)
-    return [max(16, min(cap, int(rng.lognormvariate(5.7, 0.6)))) for _ in range(n)]
+    return [max(8, min(cap, int(rng.lognormvariate(math.log(0.15 * cap), 0.6)))) for _ in range(n)]
 
 
 def packing_vs_padding(model, dev, dtype, rows: int, batch: int, cap: int, warmup: int) -> dict:
@@ -315,9 +317,9 @@ def main(argv: Optional[list[str]] = None) -> dict:
         return out
 
     def packing() -> dict:
-        _, small = small_model()
-        return packing_vs_padding(small.to(dev), dev, dtype, rows=24 if args.smoke else 512,
-                                  batch=4 if args.smoke else 16, cap=128 if args.smoke else 2048, warmup=1)
+        small = llama(LLAMA_SMOKE, dtype, dev) if args.smoke else smollm2(dev, dtype)[1]
+        return packing_vs_padding(small.to(dev), dev, dtype, rows=32 if args.smoke else 512,
+                                  batch=4 if args.smoke else 16, cap=256 if args.smoke else 2048, warmup=1)
 
     def generation() -> dict:
         tokenizer, small = small_model()
