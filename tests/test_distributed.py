@@ -142,3 +142,37 @@ def test_the_stage_refuses_sharding_on_cpu_in_one_line(strategy, tmp_path):
                            cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(f"hasat finetune: error: train.distributed={strategy}")
+
+
+def test_the_slurm_script_starts_a_valid_two_node_command(tmp_path):
+    """launch/slurm/finetune.sbatch under stand-ins for srun/scontrol/python: each node's command line
+    carries keys the config accepts and torchrun's parser reads as two nodes."""
+    import os
+    import subprocess
+
+    from pipeline.config_loader import load_config
+
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    (stubs / "scontrol").write_text("#!/bin/sh\nprintf 'gpu-a01\\ngpu-a02\\n'\n")
+    # srun runs the task once per node, as SLURM would (here one after the other)
+    (stubs / "srun").write_text('#!/bin/sh\nshift\nfor n in 0 1; do SLURM_NODEID=$n "$@" || exit 1; done\n')
+    (stubs / "python").write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {tmp_path}/node$SLURM_NODEID.args\n')
+    for stub in stubs.iterdir():
+        stub.chmod(0o755)
+    (tmp_path / ".venv/bin").mkdir(parents=True)
+    (tmp_path / ".venv/bin/activate").write_text(f'export PATH="{stubs}:$PATH"\n')
+    env = {**os.environ, "SLURM_SUBMIT_DIR": str(tmp_path), "SLURM_JOB_NODELIST": "gpu-a[01-02]",
+           "SLURM_NNODES": "2", "SLURM_GPUS_ON_NODE": "8"}
+    result = subprocess.run(["bash", str(REPO / "launch/slurm/finetune.sbatch"), "train.learning_rate=2e-4"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    for rank in (0, 1):
+        args = (tmp_path / f"node{rank}.args").read_text().split()
+        assert args[:2] == ["-m", "pipeline.stages.finetune"]
+        train_cfg = load_config(args[2:], params_file=REPO / "params.yaml").train
+        assert (train_cfg.num_nodes, train_cfg.node_rank, train_cfg.master_addr, train_cfg.num_processes) == \
+            (2, rank, "gpu-a01", 8)
+        assert train_cfg.distributed == "fsdp" and train_cfg.learning_rate == 2e-4
+        parsed = torchrun_args(distributed.launch_command(train_cfg, [], cuda=True))
+        assert (parsed.nnodes, parsed.node_rank, parsed.nproc_per_node) == ("2", rank, "8")

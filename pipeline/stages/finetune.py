@@ -79,7 +79,8 @@ def write_loss_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
 HELP = StageHelp(
     __doc__,
     reads=[f"{BASE}/", str(paths.TRAIN_SPLIT), str(paths.VAL_SPLIT),
-           "launch/ (FSDP2 / DeepSpeed configs, with train.distributed=fsdp|deepspeed)"],
+           "launch/fsdp2.json, launch/accelerate_fsdp2.yaml (train.distributed=fsdp)",
+           "launch/ds_zero2.json, launch/ds_zero3.json (train.distributed=deepspeed)"],
     writes=[f"{paths.FINETUNED}/ (adapter or full model, {RUN_FILE})", f"{paths.LOSS_DIR}/train.csv",
             f"{paths.LOSS_DIR}/val.csv", str(paths.stats("finetune")),
             f"{paths.CHECKPOINT_ROOT}/ (checkpoints to resume from; removed when done)", "the model's MLflow run"],
