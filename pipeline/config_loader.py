@@ -32,7 +32,7 @@ BOUNDS = (
     ("eval.mc.batch_size", lambda v: v > 0, "must be positive"),
     ("eval.mc.max_questions", lambda v: v is None or v > 0, "must be positive or null"),
     ("eval.lm_eval.batch_size", lambda v: v > 0, "must be positive"),
-    ("serve.port", lambda v: 0 <= v < 65536, "must be a port number (0: any free port)"),
+    ("serve.port", lambda v: 0 < v < 65536, "must be a port number"),
     ("serve.max_prompt_tokens", lambda v: v > 0, "must be positive"),
     ("serve.max_tokens", lambda v: v > 0, "must be positive"),
     ("serve.default_max_tokens", lambda v: v > 0, "must be positive"),
