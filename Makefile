@@ -8,7 +8,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_INDEX ?=
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install demo test test-fast params repro bench ui clean-outputs
+.PHONY: install demo test test-fast params repro bench ui promote serve clean-outputs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,8 @@ demo: install  ## the whole pipeline on the shipped data with the real SmolLM2-1
 	@echo
 	@$(BIN)/python -m pipeline.eval.report metrics/eval.json
 	@echo
+	$(BIN)/python -m pipeline.promote
+	@echo
 	@echo "Runs in MLflow:  $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --port 5000"
 
 test: install
@@ -46,6 +48,12 @@ test-fast: install  ## unit tests only (no end-to-end pipeline run)
 
 bench: install
 	$(BIN)/python bench/pipeline_timing.py
+
+promote: install  ## challenger -> champion only if it wins on the test split (paired bootstrap); FORCE=1 overrides
+	$(BIN)/python -m pipeline.promote $(if $(FORCE),--force)
+
+serve: install  ## OpenAI-compatible server for the champion on http://127.0.0.1:8000/v1 (ARGS="serve.model=models/export")
+	$(BIN)/python -m pipeline.serve $(ARGS)
 
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --port 5000

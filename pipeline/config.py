@@ -288,6 +288,30 @@ class MlflowConfig:
 
 
 @dataclass
+class RegistryConfig:
+    """The MLflow model registry: `export` registers the merged model as alias `challenger`;
+    `python -m pipeline.promote` moves `champion` to it only when it wins on the test split."""
+
+    enabled: bool = True
+    model_name: Optional[str] = None  # null: hasat-<data.name>
+
+
+@dataclass
+class ServeConfig:
+    """`python -m pipeline.serve` (make serve): the OpenAI-compatible server and its limits."""
+
+    model: str = "champion"  # champion | challenger | models:/<name>@<alias> | a model folder (models/export)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_prompt_tokens: int = 1024
+    max_tokens: int = 512  # the most a request may ask for
+    default_max_tokens: int = 160
+    max_concurrency: int = 32  # requests in flight; more are answered 429
+    max_batch_size: int = 8  # requests generated together
+    batch_wait_ms: int = 10  # how long the first request waits for others to join its batch
+
+
+@dataclass
 class HasatConfig:
     seed: int = 42
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -300,6 +324,8 @@ class HasatConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
 
 def _choices(schema: type, prefix: str = "") -> dict[str, tuple[str, ...]]:

@@ -32,6 +32,13 @@ BOUNDS = (
     ("eval.mc.batch_size", lambda v: v > 0, "must be positive"),
     ("eval.mc.max_questions", lambda v: v is None or v > 0, "must be positive or null"),
     ("eval.lm_eval.batch_size", lambda v: v > 0, "must be positive"),
+    ("serve.port", lambda v: 0 < v < 65536, "must be a port number"),
+    ("serve.max_prompt_tokens", lambda v: v > 0, "must be positive"),
+    ("serve.max_tokens", lambda v: v > 0, "must be positive"),
+    ("serve.default_max_tokens", lambda v: v > 0, "must be positive"),
+    ("serve.max_concurrency", lambda v: v > 0, "must be positive"),
+    ("serve.max_batch_size", lambda v: v > 0, "must be positive"),
+    ("serve.batch_wait_ms", lambda v: v >= 0, "must be 0 or more"),
 )
 
 

@@ -48,3 +48,4 @@ ITEM_CHRF = EVAL_DIR / "item_chrf.csv"
 PLOTS = EVAL_DIR / "plots"
 MC_CONFUSION = {side: EVAL_DIR / f"mc_confusion_{side}.json" for side in ("base", "finetuned")}
 CONFUSION = EVAL_DIR / "confusion.json"  # the classifier's actual vs predicted (empty for instruction tuning)
+REGISTRY_CACHE = Path(".hasat/registry")  # registered models fetched for serving and promotion (git/DVC-ignored)

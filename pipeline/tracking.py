@@ -151,14 +151,108 @@ def log_data_report(cfg: HasatConfig, run_file: Path, report: Path) -> None:
         mlflow.log_artifact(str(report), artifact_path="data")
 
 
-def log_export(cfg: HasatConfig, run_file: Path, card: Path, model_dir: Path, log_model: bool) -> None:
-    """The model card, and (log_model) the exported HF folder itself: mlflow.transformers.log_model
-    breaks on transformers 5's pipeline registry (impl given as a string), and the folder is what
-    users load."""
+def log_export(cfg: HasatConfig, run_file: Path, card: Path, model_dir: Path) -> None:
+    """The model card and the notice files that travel with the weights, into the model's run."""
     with attach_run(cfg, run_file) as mlflow:
         mlflow.log_artifact(str(card), artifact_path="model_card")
-        if log_model:
-            mlflow.log_artifacts(str(model_dir), artifact_path="model")
+        for notice in sorted(Path(model_dir).glob("*")):
+            if notice.is_file() and notice.name.upper().startswith(("LICEN", "NOTICE", "USE_POLICY")):
+                mlflow.log_artifact(str(notice), artifact_path="model_card")
+
+
+def registry_name(cfg: HasatConfig) -> str:
+    return cfg.registry.model_name or f"hasat-{cfg.data.name}"
+
+
+def pip_requirements() -> list[str]:
+    """What the logged model needs, pinned to what wrote it (MLflow's inference adds torchvision)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for package in ("torch", "transformers", "tokenizers", "safetensors", "accelerate", "mlflow"):
+        try:
+            pins.append(f"{package}=={version(package).split('+')[0]}")
+        except PackageNotFoundError:
+            continue
+    return pins
+
+
+def _signature(task: str):
+    """Classifier: text in, label and score out. Chat models (llm/v1/chat) get MLflow's chat schema,
+    whose inputs declare the generation settings (max_tokens, temperature, top_p, top_k, stop)."""
+    if task != "text-classification":
+        return None
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    return ModelSignature(inputs=Schema([ColSpec("string")]),
+                          outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score")]))
+
+
+def log_registered_model(cfg: HasatConfig, run_file: Path, model, tokenizer, task: str, metadata: dict,
+                         tags: dict[str, str]) -> Optional[str]:
+    """The merged model as an MLflow transformers model in the model's run (the loaded model and
+    tokenizer: logging a folder path crashes on transformers 5); registered under `registry_name`
+    with the alias `challenger` and `tags` when registry.enabled. Returns the version, if registered."""
+    with attach_run(cfg, run_file) as mlflow:
+        name = registry_name(cfg) if cfg.registry.enabled else None
+        info = mlflow.transformers.log_model({"model": model, "tokenizer": tokenizer}, name="model", task=task,
+                                             signature=_signature(task), pip_requirements=pip_requirements(),
+                                             metadata={"hasat": metadata}, registered_model_name=name)
+        if name is None:
+            return None
+        version = str(info.registered_model_version)
+        client = mlflow.MlflowClient()
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, key, value)
+        client.set_registered_model_alias(name, "challenger", version)
+        return version
+
+
+def _client(cfg: HasatConfig):
+    mlflow, _ = _setup(cfg.mlflow.tracking_uri)
+    return mlflow.MlflowClient()
+
+
+def registered_version(cfg: HasatConfig, name: str, alias_or_version: str) -> Optional[dict]:
+    """{version, run_id, tags, description} of `name@alias` (or version `name/3`), None when absent."""
+    client = _client(cfg)
+    try:
+        found = (client.get_model_version(name, alias_or_version) if alias_or_version.isdigit()
+                 else client.get_model_version_by_alias(name, alias_or_version))
+    except Exception as err:  # MlflowException: no such model or alias
+        if "RESOURCE_DOES_NOT_EXIST" in str(getattr(err, "error_code", "")) or "not found" in str(err).lower():
+            return None
+        raise HasatError(f"MLflow registry ({tracking_uri(cfg.mlflow.tracking_uri)}): {str(err).splitlines()[0]}") \
+            from None
+    return {"version": str(found.version), "run_id": found.run_id, "tags": dict(found.tags),
+            "description": found.description or ""}
+
+
+def download_model(cfg: HasatConfig, uri: str, dest: Path) -> Path:
+    """The files of a registered (or logged) model, e.g. `models:/hasat-tarim_sft@champion`, in `dest`."""
+    mlflow, store = _setup(cfg.mlflow.tracking_uri)
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
+    except Exception as err:  # MlflowException and the stores' own errors: one line for the user
+        raise HasatError(f"{uri}: cannot fetch it from the MLflow store {store} ({str(err).splitlines()[0]})") \
+            from None
+
+
+def record_promotion(cfg: HasatConfig, name: str, challenger: str, tags: dict[str, str], description: str,
+                     promote: bool, previous: Optional[str] = None) -> None:
+    """The decision on the challenger's version (tags, description); on promotion the `champion`
+    alias moves and the former champion is tagged with who replaced it, never silently."""
+    client = _client(cfg)
+    for key, value in tags.items():
+        client.set_model_version_tag(name, challenger, key, value)
+    client.update_model_version(name, challenger, description=description)
+    if not promote:
+        return
+    if previous is not None:
+        client.set_model_version_tag(name, previous, "hasat.replaced_by", challenger)
+        client.set_registered_model_alias(name, "previous_champion", previous)
+    client.set_registered_model_alias(name, "champion", challenger)
 
 
 def log_stats_files(files: list[Path]) -> None:

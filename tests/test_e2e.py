@@ -151,12 +151,20 @@ def test_one_mlflow_run_with_config_stats_curves_metrics_and_model(pipeline_repo
     assert len(client.get_metric_history(run_id, "train_loss")) >= 2
     assert len(client.get_metric_history(run_id, "val_loss")) >= 1
     artifacts = {a.path for a in client.list_artifacts(run_id)}
-    assert {"model", "eval", "stats", "model_card"} <= artifacts
+    assert {"eval", "stats", "model_card"} <= artifacts
     eval_files = {Path(a.path).name for a in client.list_artifacts(run_id, "eval")}
     assert {"review.html", "predictions.jsonl", "mc_predictions.jsonl", "plots"} <= eval_files
     assert {Path(a.path).name for a in client.list_artifacts(run_id, "eval/plots")} >= {"metrics.png", "item_chrf.png"}
-    model_files = {Path(a.path).name for a in client.list_artifacts(run_id, "model")}
-    assert {"model.safetensors", "config.json", "tokenizer.json"} <= model_files
+    # the merged model is an MLflow transformers model, registered with the alias challenger
+    version = client.get_model_version_by_alias("hasat-tarim_sft", "challenger")
+    assert version.run_id == run_id and version.tags["hasat.base_model"].startswith("tiny_random")
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/hasat-tarim_sft/{version.version}",
+                                                     dst_path=str(root / ".hasat" / "check")))
+    assert (local / "model/model.safetensors").is_file() and (local / "components/tokenizer/tokenizer.json").is_file()
+    assert "llm/v1/chat" in (local / "MLmodel").read_text()
 
 
 def test_export_loads_with_plain_transformers(pipeline_repo):

@@ -61,10 +61,6 @@ def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, ba
              decoding: Decoding = GREEDY, desc: str | None = "generate") -> list[Generation]:
     """Continue each tokenized prompt; results in the order of `prompts`. Progress (answers done,
     rate, ETA, new tokens per answer) goes to stderr under `desc` (pipeline.progress; None: quiet)."""
-    model.eval()
-    dev = next(model.parameters()).device
-    eos_ids = _eos_ids(model, tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
     if decoding.do_sample:
         torch.manual_seed(decoding.seed)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
@@ -73,26 +69,39 @@ def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, ba
     new_tokens = 0
     for start in range(0, len(order), batch_size):
         batch_idx = order[start:start + batch_size]
-        width = max(len(prompts[i]) for i in batch_idx)
-        input_ids = torch.full((len(batch_idx), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(batch_idx), width), dtype=torch.long)
-        for row, i in enumerate(batch_idx):  # left padding: the answer starts at the same column
-            ids = prompts[i]
-            input_ids[row, width - len(ids):] = torch.tensor(ids)
-            attention[row, width - len(ids):] = 1
-        with torch.inference_mode():
-            out = model.generate(input_ids=input_ids.to(dev), attention_mask=attention.to(dev),
-                                 max_new_tokens=max_new_tokens, eos_token_id=eos_ids, pad_token_id=pad_id,
-                                 use_cache=True, **decoding.generate_kwargs())
-        for row, i in enumerate(batch_idx):
-            results[i] = _decode(out[row, width:].tolist(), tokenizer, eos_ids)
-        new_tokens += sum(results[i].n_new_tokens for i in batch_idx)  # type: ignore[union-attr]
+        batch = generate_batch(model, tokenizer, [prompts[i] for i in batch_idx], [max_new_tokens] * len(batch_idx),
+                               decoding)
+        for i, generation in zip(batch_idx, batch):
+            results[i] = generation
+        new_tokens += sum(g.n_new_tokens for g in batch)
         progress.update(len(batch_idx), new_tokens_per_answer=round(new_tokens / (start + len(batch_idx)), 1))
     progress.close()
     return results  # type: ignore[return-value]
 
 
-def _eos_ids(model, tokenizer) -> list[int]:
+def generate_batch(model, tokenizer, prompts: list[list[int]], limits: list[int], decoding: Decoding = GREEDY,
+                   streamer=None) -> list[Generation]:
+    """One left-padded batch; row i stops at its own `limits[i]` new tokens (the batch runs to the
+    largest; greedy rows are the same as alone). `streamer` (transformers' BaseStreamer) sees the
+    new tokens of every row at each step, as the server's streaming needs."""
+    model.eval()
+    dev = next(model.parameters()).device
+    eos_ids = eos_token_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
+    width = max(len(ids) for ids in prompts)
+    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, ids in enumerate(prompts):  # left padding: the answer starts at the same column
+        input_ids[row, width - len(ids):] = torch.tensor(ids)
+        attention[row, width - len(ids):] = 1
+    with torch.inference_mode():
+        out = model.generate(input_ids=input_ids.to(dev), attention_mask=attention.to(dev),
+                             max_new_tokens=max(limits), eos_token_id=eos_ids, pad_token_id=pad_id,
+                             use_cache=True, streamer=streamer, **decoding.generate_kwargs())
+    return [_decode(out[row, width:width + limit].tolist(), tokenizer, eos_ids) for row, limit in enumerate(limits)]
+
+
+def eos_token_ids(model, tokenizer) -> list[int]:
     configured = model.generation_config.eos_token_id
     ids = configured if isinstance(configured, list) else [configured]
     return [i for i in ids if i is not None] or [tokenizer.eos_token_id]

@@ -68,6 +68,12 @@ class TaskReport:
 
     kind: str
     export_noun: str  # what `export` says it wrote ("model", "classifier")
+    mlflow_task: str  # the task the MLflow model is logged with
+    promotion_metric: str  # what `promote` compares champion and challenger on (paired bootstrap)
+
+    def headline_numbers(self, metrics: dict) -> dict[str, float]:
+        """The few eval.json numbers a registry version is tagged with."""
+        raise NotImplementedError
 
     def evaluate(self, cfg: "HasatConfig") -> Evaluation:
         """Score the fine-tuned model, write reports/eval/; the stage writes eval.json and logs."""

@@ -29,6 +29,12 @@ log = logging.getLogger("hasat")
 class ClassificationReport(TaskReport):
     kind = "classification"
     export_noun = "classifier"
+    mlflow_task = "text-classification"
+    promotion_metric = "macro_f1"
+
+    def headline_numbers(self, metrics: dict) -> dict[str, float]:
+        return {"test_rows": metrics["test_rows"], "macro_f1": metrics["systems"]["finetuned"]["macro_f1"],
+                "accuracy": metrics["systems"]["finetuned"]["accuracy"]}
 
     def evaluate(self, cfg: HasatConfig) -> Evaluation:
         ev = cfg.eval

@@ -31,6 +31,12 @@ MLFLOW_SECTIONS = ("base", "finetuned", "delta", "ci", "delta_ci_excludes_zero")
 class SftReport(TaskReport):
     kind = "sft"
     export_noun = "model"
+    mlflow_task = "llm/v1/chat"  # MLflow's chat schema: /invocations takes OpenAI-style messages
+    promotion_metric = "chrf"
+
+    def headline_numbers(self, metrics: dict) -> dict[str, float]:
+        return {"test_rows": metrics["test_rows"], "chrf": metrics["finetuned"]["chrf"],
+                "chrf_delta_vs_base": metrics["delta"]["chrf"]}
 
     def evaluate(self, cfg: HasatConfig) -> Evaluation:
         ev = cfg.eval
