@@ -4,6 +4,7 @@ then class balance; in memory (`clean_records`, small data and tests) or streami
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +26,11 @@ def clean_batches(batches: Iterable[BatchResult], cfg: CleanConfig, write: Calla
                   write_reject: Callable[[dict], None], stats: CleanStats) -> None:
     """Decide, in order, each row of each cleaned (packed) batch; write kept rows and rejects."""
     dedup = Deduplicator(cfg)
+    started = time.perf_counter()
     for batch in batches:
-        stats.add_batch(batch)
-        for line, info, failure in zip(batch.lines, batch.info, dedup.decide(batch)):
+        decisions = dedup.decide(batch)  # before add_batch: it times itself into batch.seconds
+        writing = time.process_time()
+        for line, info, failure in zip(batch.lines, batch.info, decisions):
             stats.rows_in += 1
             per_source = stats.by_source[source_file(info.source)]
             per_source["in"] += 1
@@ -40,6 +43,10 @@ def clean_batches(batches: Iterable[BatchResult], cfg: CleanConfig, write: Calla
                 per_source["rejected"] += 1
                 stats.reasons[failure.code] += 1
                 write_reject(reject_of(orjson.loads(line), failure.reason))
+        batch.seconds["write"] += time.process_time() - writing
+        batch.rows_seen["write"] += len(batch.lines)
+        stats.add_batch(batch)
+    stats.wall_seconds += time.perf_counter() - started
 
 
 @dataclass
