@@ -129,7 +129,8 @@ def templated_row(rng: random.Random, i: int) -> dict:
     share many MinHash bands (Jaccard ~0.6) but are rarely near-duplicates."""
     question = TEMPLATE_QUESTION.format(region=rng.choice(REGIONS), crop=rng.choice(CROPS), topic=rng.choice(TOPICS))
     answer = TEMPLATE_ANSWER.format(dose=rng.randint(2, 60))
-    return {"instruction": f"Soru {i}: {question}", "input": "", "output": f"Cevap {i}: {answer}"}
+    return {"instruction": f"Soru {i}: {question}", "input": "",
+            "output": f"Cevap {i}: {answer}"}
 
 
 def generate_templated(path: Path, rows: int, seed: int = 2) -> None:
@@ -278,8 +279,8 @@ def report_templated(rows: int, diverse: dict, work: Path, tokenizer: Path, work
     ratio = result["clean_s"] / diverse["clean_s"]
     cpu_ratio = clean_cpu_s(result) / clean_cpu_s(diverse)
     print(f"\ntemplated rows: {rows:,} (mean {mean_row_chars(data):.0f} characters a line, diverse "
-          f"{diverse_chars:.0f}): clean {result['clean_s']:.1f} s wall, {clean_cpu_s(result):.1f} s cpu (near-duplicate "
-          f"signatures {steps['near_dedup']['seconds']:.1f} s, duplicate decisions "
+          f"{diverse_chars:.0f}): clean {result['clean_s']:.1f} s wall, {clean_cpu_s(result):.1f} s cpu "
+          f"(near-duplicate signatures {steps['near_dedup']['seconds']:.1f} s, duplicate decisions "
           f"{steps['dedup_decisions']['seconds']:.1f} s); near-duplicates dropped "
           f"{clean['rejected_by_reason'].get('near_duplicate', 0):,}")
     print(f"templated / diverse clean time: cpu {cpu_ratio:.2f}, wall {ratio:.2f} (wall depends on what else runs); "

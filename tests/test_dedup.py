@@ -115,14 +115,16 @@ def templated_rows(n: int) -> list[dict]:
     import random
 
     rng = random.Random(11)
-    places = ["Konya", "Ege", "Trakya", "Harran", "Iğdır", "Bursa", "Ordu", "Rize", "Muş", "Aydın", "Samsun", "Kars"]
-    crops = ["buğday", "arpa", "mısır", "pamuk", "fındık", "zeytin", "çay", "elma", "üzüm", "nohut", "kiraz", "biber"]
+    places = "Konya Ege Trakya Harran Iğdır Bursa Ordu Rize Muş Aydın Samsun Kars".split()
+    crops = "buğday arpa mısır pamuk fındık zeytin çay elma üzüm nohut kiraz biber".split()
     rows = []
     for i in range(n):
-        question = (f"Soru {i}: Aşağıdaki tarım sorusunu bir ziraat mühendisi gibi kısa ve açık biçimde yanıtlayın: "
-                    f"{rng.choice(places)} bölgesindeki {rng.choice(crops)} tarlası için sulama nasıl planlanmalı?")
-        answer = (f"Cevap {i}: Uzmanlara göre önce toprak analizi yaptırılmalı ve yaprak rengi izlenmeli, gübre "
-                  f"dozu dekara {rng.randint(2, 90)} kilogramı geçmemeli; hasat serin saatlerde yapılmalıdır.")
+        question = (f"Soru {i}: Aşağıdaki tarım sorusunu bir ziraat mühendisi gibi kısa ve açık biçimde "
+                    f"yanıtlayın: {rng.choice(places)} bölgesindeki {rng.choice(crops)} tarlası için sulama "
+                    "nasıl planlanmalı?")
+        answer = (f"Cevap {i}: Uzmanlara göre önce toprak analizi yaptırılmalı ve yaprak rengi izlenmeli, "
+                  f"gübre dozu dekara {rng.randint(2, 90)} kilogramı geçmemeli; hasat serin saatlerde "
+                  "yapılmalıdır.")
         rows.append({"id": str(i), "source": f"t.jsonl:{i + 1}", "instruction": question, "input": "",
                      "output": answer, "meta": {}})
     return rows

@@ -10,6 +10,7 @@ from pipeline.data.clean import clean_file
 from pipeline.data.ingest import ingest, ingest_stream
 from pipeline.data.rejects import RAW_MAX_CHARS
 from pipeline.io import JsonlWriter
+from pipeline.stages.ingest import stats_dict
 
 ALPACA = {"instruction": "Buğday ne zaman ekilir?", "input": "", "output": "Orta Anadolu'da ekimde ekilir."}
 
@@ -45,3 +46,30 @@ def test_a_huge_row_leaves_a_bounded_prefix_and_its_length_in_the_rejects(tmp_pa
     assert raw["instruction"] == ALPACA["instruction"] and huge_answer.startswith(raw["output"])
     assert len(raw["output"]) < RAW_MAX_CHARS and too_long["raw_chars"] > len(huge_answer)
     assert clean_rejects.stat().st_size < 4 * RAW_MAX_CHARS
+
+
+def test_symlinks_each_real_file_once_loops_and_dangling_links_reported(tmp_path, caplog):
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    (data / "a.jsonl").write_text(lines(ALPACA), encoding="utf-8")
+    (data / "sub" / "b.jsonl").write_text(lines({**ALPACA, "output": "Kışlık buğday ekimde ekilir."}),
+                                          encoding="utf-8")
+    os.symlink(".", data / "self")  # the folder itself: a loop
+    os.symlink("..", data / "sub" / "up")  # a folder above: a loop
+    os.symlink("sub", data / "again")  # a second path to a folder
+    os.symlink("a.jsonl", data / "0-alias.jsonl")  # sorts first, but a.jsonl is read under its own name
+    os.symlink("gone.jsonl", data / "dangling.jsonl")
+    outside = tmp_path / "outside.jsonl"
+    outside.write_text(lines({**ALPACA, "instruction": "Arpa ne zaman ekilir?"}), encoding="utf-8")
+    os.symlink(outside, data / "linked.jsonl")  # a link to a file elsewhere is read
+    with caplog.at_level("WARNING", logger="hasat"):
+        result = ingest(data)
+    assert sorted(result.stats.files) == sorted(str(data / n) for n in ("a.jsonl", "linked.jsonl", "sub/b.jsonl"))
+    assert len(result.records) == 3 and not result.rejects
+    assert result.stats.links.counts() == {"loops": 2, "dangling": 1, "duplicates": 2}
+    assert stats_dict(result.stats)["links"] == {"loops": 2, "dangling": 1, "duplicates": 2}  # metrics/ingest.json
+    logged = [r.getMessage() for r in caplog.records]
+    assert len(logged) == 5 and all("\n" not in line for line in logged)
+    assert any("self: symbolic link loop" in line for line in logged)
+    assert any("dangling.jsonl: dangling symbolic link (to gone.jsonl)" in line for line in logged)
+    assert any("0-alias.jsonl: same file as" in line and line.endswith("a.jsonl, read once") for line in logged)

@@ -52,6 +52,7 @@ def stats_dict(stats: IngestStats) -> dict:
         "encoding_by_file": {name: s.encoding for name, s in stats.files.items()},
         "format_by_file": {name: s.format for name, s in stats.files.items()},
         "schema_by_file": {name: s.schema for name, s in stats.files.items()},
+        "links": stats.links.counts(),  # symbolic links skipped: loops, dangling, second paths to a file
     }
 
 

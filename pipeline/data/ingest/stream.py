@@ -20,7 +20,7 @@ from pipeline.data.encoding import first_bad_byte
 from pipeline.data.ingest.readers import open_rows
 from pipeline.data.ingest.rows import Row, RowError, safe_raw, utf8_or_none
 from pipeline.data.ingest.schemas import check_columns, peek_schema, rename, schema_of_columns, to_record
-from pipeline.data.ingest.sources import detect_format, resolve_sources
+from pipeline.data.ingest.sources import LinkReport, detect_format, resolve_sources
 from pipeline.data.rejects import check_reject_share, reject_record
 from pipeline.errors import HasatError
 
@@ -47,6 +47,7 @@ class FileStats:
 @dataclass
 class IngestStats:
     files: dict = field(default_factory=dict)  # name -> FileStats
+    links: LinkReport = field(default_factory=LinkReport)  # symbolic link loops, dangling links, second paths
 
     def totals(self) -> dict:
         keys = ("read", "kept", "rejected", "sampled_out", "copies_added")
@@ -195,7 +196,7 @@ def ingest_stream(root: str | Path, sources: list[SourceConfig], defaults: Sourc
                   max_reject_share: float = 1.0) -> IngestStats:
     """Read every source under `root` in order; rows go to `emit` / `reject` as they are read."""
     stats = IngestStats()
-    for spec, target in resolve_sources(root, sources, defaults):
+    for spec, target in resolve_sources(root, sources, defaults, stats.links):
         sampler = None
         if spec.weight is not None and spec.weight != 1.0:
             if spec.weight <= 0:
