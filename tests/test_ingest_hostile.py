@@ -73,3 +73,26 @@ def test_symlinks_each_real_file_once_loops_and_dangling_links_reported(tmp_path
     assert any("self: symbolic link loop" in line for line in logged)
     assert any("dangling.jsonl: dangling symbolic link (to gone.jsonl)" in line for line in logged)
     assert any("0-alias.jsonl: same file as" in line and line.endswith("a.jsonl, read once") for line in logged)
+
+
+def test_a_file_mixing_chat_kinds_ingests_both_and_names_rows_that_fit_none(tmp_path):
+    openai = {"messages": [{"role": "user", "content": "Arı ne yapar?"}, {"role": "assistant", "content": "Bal."}]}
+    sharegpt = {"conversations": [{"from": "human", "value": "Toprak?"}, {"from": "gpt", "value": "Verimli."}],
+                "system": "Tarım asistanısın."}
+    alpaca = {"instruction": "Fındık ne zaman toplanır?", "output": "Ağustosta."}
+    path = tmp_path / "mixed.jsonl"
+    path.write_text(lines(openai, sharegpt, {"soru": "Hangi alan?", "cevap": "Hiçbiri"}, alpaca,
+                          {"conversations": None, "id": 7}, {"text": "Maç bitti.", "label": "spor"}, sharegpt),
+                    encoding="utf-8")
+    result = ingest(path)
+    assert [r["source"].rsplit(":", 1)[1] for r in result.records] == ["1", "2", "4", "7"]
+    assert result.records[1]["messages"][0] == {"role": "system", "content": "Tarım asistanısın."}
+    reasons = {r["source"].rsplit(":", 1)[1]: r["reason"] for r in result.rejects}
+    assert reasons["3"] == ("row fits no schema: it needs messages or conversations or instruction + output or "
+                            "text + label (found: cevap, soru)")
+    assert reasons["5"] == "missing field 'conversations'"
+    assert reasons["6"].startswith("a classification row (text + label) among chat rows")
+    stats = result.stats.files[str(path)]
+    assert stats.schema == "alpaca+chat+sharegpt" and stats.schemas == {"chat": 1, "sharegpt": 2, "alpaca": 1}
+    configured = ingest(path, schema="chat")  # a configured schema holds for every row
+    assert len(configured.records) == 1 and "missing field 'messages'" in configured.rejects[0]["reason"]
