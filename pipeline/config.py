@@ -131,6 +131,8 @@ class LanguageConfig:
     enabled: bool = True
     expected: str = "tr"
     min_confidence: float = 0.5
+    reject_other_confidence: float = 0.5
+    reject_below: float = 0.01
     min_chars: int = 20
     action: str = choice(LanguageAction, "reject")
 

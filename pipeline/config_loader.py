@@ -143,7 +143,8 @@ def _check_clean(cfg: DictConfig) -> None:
     for kind in c.pii.kinds:
         if kind not in c.pii.placeholders:
             raise HasatError(f"config key 'clean.pii.placeholders': no placeholder for '{kind}'")
-    for dotted in ("clean.near_duplicates.threshold", "clean.language.min_confidence", "clean.max_reject_share"):
+    for dotted in ("clean.near_duplicates.threshold", "clean.language.min_confidence",
+                   "clean.language.reject_other_confidence", "clean.language.reject_below", "clean.max_reject_share"):
         if not 0.0 <= OmegaConf.select(cfg, dotted) <= 1.0:
             raise HasatError(f"config key '{dotted}': must be between 0 and 1")
     if not 8 <= c.near_duplicates.num_perm <= 1024 or c.near_duplicates.ngram < 1:

@@ -74,6 +74,7 @@ def stats_dict(stats: CleanStats, cfg: CleanConfig, bands: Optional[tuple[int, i
         "fields_changed": {s: stats.counts.get(f"changed.{s}", 0) for s in TRANSFORMS if s != "pii"},
         "pii_masked": {k: stats.counts.get(f"pii.{k}", 0) for k in cfg.pii.kinds} if cfg.pii.enabled else {},
         "flagged_language": stats.counts.get("flagged_language", 0),
+        "uncertain_language": stats.counts.get("uncertain_language", 0),  # kept, meta.flags uncertain_<lang>
         "near_duplicate_comparisons": stats.counts.get("near_comparisons", 0),  # signatures verified
         "by_source": {name: dict(c) for name, c in sorted(stats.by_source.items())},
         "steps": _steps(stats),
