@@ -143,7 +143,7 @@ class NearDuplicatesConfig:
     threshold: float = 0.8
     num_perm: int = 64
     ngram: int = 3
-    bucket_cap: int = 128
+    bucket_cap: int = 64
 
 
 @dataclass

@@ -10,10 +10,11 @@ recall. datasketch's own `MinHashLSH` keeps about 2 KB of Python objects per row
 live here in sorted numpy runs (12 bytes per band per row) and every LSH candidate is verified on
 its estimated Jaccard similarity before a row is called a near-duplicate.
 
-A bucket (one band's key) holds at most `bucket_cap` rows (clean.near_duplicates.bucket_cap): templated rows ("Soru {i}: ...") share the
-template's band keys, and an unbounded bucket makes every new row verify against all rows before it
-(quadratic: 20k such rows took 221 s). Once a bucket is full, later rows are still compared with its
-first `bucket_cap` rows and with every row in their other, uncrowded buckets, but are not stored in it.
+A bucket (one band's key) holds at most `bucket_cap` rows (clean.near_duplicates.bucket_cap, 64):
+templated rows ("Soru {i}: ...") share the template's band keys, and an unbounded bucket makes every
+new row verify against all rows before it (quadratic: 20k such rows took 221 s). Once a bucket is
+full, later rows are still compared with its first `bucket_cap` rows and with every row in their
+other, uncrowded buckets, but are not stored in it.
 A true near-duplicate shares most bands with its original, so it is mostly still found through them
 (on templated data a few are missed: see docs/data.md).
 """
@@ -32,7 +33,7 @@ _U32 = np.uint32
 _MASK32 = np.uint64(0xFFFFFFFF)
 _NGRAM_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
 _FMIX32 = (_U32(16), _U32(0x85EBCA6B), _U32(13), _U32(0xC2B2AE35), _U32(16))
-BUCKET_CAP = 128  # rows stored per LSH bucket: bounds the verifications per row at bands x BUCKET_CAP
+BUCKET_CAP = 64  # rows stored per LSH bucket: bounds the verifications per row at bands x BUCKET_CAP
 _BYTE_POWERS = np.array([pow(0x100000001B3, k, 1 << 64) for k in range(64)], dtype=np.uint64)
 
 
