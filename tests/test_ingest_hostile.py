@@ -8,7 +8,7 @@ import orjson
 from pipeline.config import CleanConfig, LanguageConfig, LengthConfig, NearDuplicatesConfig, SourceConfig
 from pipeline.data.clean import clean_file
 from pipeline.data.ingest import ingest, ingest_stream
-from pipeline.data.rejects import RAW_MAX_CHARS
+from pipeline.data.rejects import RAW_MAX_CHARS, read_rejects, rejects_header
 from pipeline.io import JsonlWriter
 from pipeline.stages.ingest import stats_dict
 
@@ -17,10 +17,6 @@ ALPACA = {"instruction": "Buğday ne zaman ekilir?", "input": "", "output": "Ort
 
 def lines(*rows) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-
-
-def read_rejects(path):
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()[1:]]
 
 
 def test_a_huge_row_leaves_a_bounded_prefix_and_its_length_in_the_rejects(tmp_path):
@@ -33,14 +29,15 @@ def test_a_huge_row_leaves_a_bounded_prefix_and_its_length_in_the_rejects(tmp_pa
     ingested, ingest_rejects = tmp_path / "ingested.jsonl", tmp_path / "ingest_rejects.jsonl"
     with JsonlWriter(ingested) as out, JsonlWriter(ingest_rejects) as rejects:
         ingest_stream(data, [], SourceConfig(path=str(data)), out.write, rejects.write)
-    [reject] = [orjson.loads(line) for line in ingest_rejects.read_bytes().splitlines()]
+    [reject] = [orjson.loads(line) for line in ingest_rejects.read_bytes().splitlines()]  # the library writes no header
     assert reject["source"].endswith("rows.jsonl:2") and reject["raw_chars"] == len(broken)
     assert reject["raw"] == broken[:RAW_MAX_CHARS] and ingest_rejects.stat().st_size < 4 * RAW_MAX_CHARS
     clean_rejects = tmp_path / "clean_rejects.jsonl"
     cfg = CleanConfig(language=LanguageConfig(enabled=False), length=LengthConfig(max_tokens=None),
                       near_duplicates=NearDuplicatesConfig(enabled=False))
     stats = clean_file(ingested, tmp_path / "clean.jsonl", clean_rejects, cfg)
-    [too_long] = [orjson.loads(line) for line in clean_rejects.read_bytes().splitlines()]
+    header, too_long = [orjson.loads(line) for line in clean_rejects.read_bytes().splitlines()]
+    assert header == rejects_header("clean") and read_rejects(clean_rejects) == [too_long]
     assert stats.reasons == {"too_long": 1} and too_long["reason"].startswith("too long: 2")
     raw = too_long["raw"]
     assert raw["instruction"] == ALPACA["instruction"] and huge_answer.startswith(raw["output"])

@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from pipeline.config import DataConfig, HasatConfig, SourceConfig
 from pipeline.data.ingest import IngestStats, ingest_stream
+from pipeline.data.rejects import rejects_header
 from pipeline.errors import HasatError
 from pipeline.io import JsonlWriter, staged_outputs, write_json
 from pipeline import paths
@@ -74,13 +75,14 @@ def main(cfg: HasatConfig) -> None:
     defaults, sources = sources_of(cfg.data)
     with staged_outputs(OUT, REJECTS, STATS) as (out_tmp, rejects_tmp, stats_tmp):
         with JsonlWriter(out_tmp) as out, JsonlWriter(rejects_tmp) as rejects:
+            rejects.write(rejects_header("ingest"))
             stats = ingest_stream(cfg.data.path, sources, defaults, out.write, rejects.write,
                                   cfg.data.sample_seed, cfg.data.max_reject_share)
         result = stats_dict(stats)
         if result["rows_read"] != result["rows_kept"] + result["rows_rejected"]:
             raise HasatError(f"ingest: accounting is off: {result['rows_read']} read != {result['rows_kept']} kept "
                              f"+ {result['rows_rejected']} rejected (a bug; please report it)")
-        if out.count != result["rows_written"] or rejects.count != result["rows_rejected"]:
+        if out.count != result["rows_written"] or rejects.count - 1 != result["rows_rejected"]:  # - header
             raise HasatError("ingest: rows written do not match the counts (a bug; please report it)")
         write_json(stats_tmp, result)
     log.info(summary(result))

@@ -1,6 +1,7 @@
 """The whole clean run: per-row work (rows.py, maybe in workers), then the in-order decisions (dedup.py),
 then class balance; in memory (`clean_records`, small data and tests) or streaming a JSONL file
-(`clean_file`, the stage). Every dropped row becomes a reject {"source", "reason", "raw"}."""
+(`clean_file`, the stage). Every dropped row becomes a reject {"source", "reason", "raw"}; a rejects file
+starts with a header line (pipeline/data/rejects.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pipeline.data.clean.dedup import Deduplicator
 from pipeline.data.clean.rows import BatchResult, RowCleaner, RowInfo, reject_of, source_file
 from pipeline.data.clean.stats import CleanStats, stats_dict
 from pipeline.data.clean.workers import cleaned_batches, resolve_workers
+from pipeline.data.rejects import rejects_header
 from pipeline.errors import HasatError
 from pipeline.io import JsonlWriter, iter_jsonl_lines, parse_json_line
 
@@ -107,6 +109,7 @@ def clean_file(in_path: str | Path, out_path: str | Path, rejects_path: str | Pa
     balancing = cfg.balance.method != "none"
     spill = Path(spill_dir or Path(out_path).parent) / "kept-before-balance.jsonl"
     with JsonlWriter(rejects_path) as rejects, JsonlWriter(spill if balancing else out_path) as writer:
+        rejects.write(rejects_header("clean"))
         kept = _KeptLines(writer)
         batches = cleaned_batches(iter_jsonl_lines(in_path), cfg, tokenizer_file, workers, str(in_path))
         clean_batches(batches, cfg, kept, rejects.write, stats)
