@@ -67,6 +67,10 @@ def test_informal_turkish_without_diacritics_is_kept_and_other_languages_are_rej
     stats = stats_dict(result.stats, cfg)
     uncertain = [r for r in result.records if "uncertain_tr" in r["meta"].get("flags", [])]
     assert stats["uncertain_language"] == len(uncertain) >= 5  # kept, counted and marked
+    only_low_tr = CleanConfig(length=LengthConfig(max_tokens=None), near_duplicates=NearDuplicatesConfig(enabled=False))
+    only_low_tr.language.reject_other_confidence = 1.01  # never: p(tr) < reject_below alone still rejects them
+    low = clean_records([dict(r, meta={}) for r in rows[len(turkish):]], only_low_tr)
+    assert len(low.rejects) == len(OTHER_LANGUAGES) and "< reject_below 0.01" in low.rejects[0]["reason"]
     old_rule = CleanConfig(length=LengthConfig(max_tokens=None), near_duplicates=NearDuplicatesConfig(enabled=False))
     old_rule.language.reject_other_confidence, old_rule.language.reject_below = 0.0, 0.5
     old = clean_records([dict(r, meta={}) for r in rows[:len(turkish)]], old_rule)

@@ -292,10 +292,11 @@ class RowCleaner:
             self.uncertain += 1
             _mark(record, judged.best, f"uncertain_{lang.expected}")
             return None
-        why = (f"p({judged.best}) = {judged.best_probability:.2f} >= reject_other_confidence "
-               f"{lang.reject_other_confidence}" if other else f"< reject_below {lang.reject_below}")
-        reason = f"language {judged.best}: p({lang.expected}) = {p:.2f}, {why}" if other else \
-            f"language {judged.best}: p({lang.expected}) = {p:.3f} {why}"
+        if other:
+            reason = (f"language {judged.best}: p({lang.expected}) = {p:.2f}, p({judged.best}) = "
+                      f"{judged.best_probability:.2f} >= reject_other_confidence {lang.reject_other_confidence}")
+        else:
+            reason = f"language {judged.best}: p({lang.expected}) = {p:.3f} < reject_below {lang.reject_below}"
         if lang.action == "flag":
             self.flagged += 1
             _mark(record, judged.best, f"not_{lang.expected}")
