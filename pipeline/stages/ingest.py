@@ -68,6 +68,8 @@ def summary(stats: dict) -> str:
                      f"{extra}")
     if stats["rejected_by_reason"]:
         lines.append("  rejected by reason: " + ", ".join(f"{k} {v}" for k, v in stats["rejected_by_reason"].items()))
+    if any(stats["links"].values()):
+        lines.append("  symbolic links skipped: " + ", ".join(f"{k} {v}" for k, v in stats["links"].items() if v))
     return "\n".join(lines)
 
 
