@@ -8,9 +8,13 @@ exact duplicates, one-word near-duplicates, mojibake, cp1254-as-Latin-1, HTML, p
 English rows and broken lines mixed in. Ingest and clean run with params.yaml's settings, every step
 on (near-duplicates and the base-tokenizer length filter included), through the library calls the
 stages make.
-Prints rows/s per step and overall, and the peak RSS of a 1M-row run measured in a subprocess,
-each with its target and the ratio (target / measured for memory, measured / target for speed:
-> 1 means inside the target).
+Then the same number of templated rows ("Soru {i}: <fixed text> <a few words>" / "Cevap {i}: ..."),
+of the same length, where most rows share LSH buckets without being near-duplicates: the case that
+made near-duplicate search quadratic. Its clean time is compared with the diverse rows' (target:
+at most 3x).
+Prints rows/s per step and overall, the templated-vs-diverse ratio, and the peak RSS of a 1M-row run
+measured in a subprocess, each with its target and the ratio (target / measured for memory,
+measured / target for speed: > 1 means inside the target).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ sys.path.insert(0, str(REPO))
 
 TARGET_ROWS_PER_S = 5000
 TARGET_PEAK_RSS_GB = 2.0
+TARGET_TEMPLATED_RATIO = 3.0
 
 CROPS = ["buğday", "arpa", "mısır", "çeltik", "pamuk", "ayçiçeği", "şeker pancarı", "fındık", "zeytin", "çay",
          "domates", "biber", "patlıcan", "salatalık", "kiraz", "elma", "üzüm", "nohut", "mercimek", "kanola"]
@@ -109,6 +114,36 @@ def generate(path: Path, rows: int, seed: int = 0) -> dict:
                 recent[rng.randrange(len(recent))] = item
             out.write(json.dumps(item, ensure_ascii=False) + "\n")
     return planted
+
+
+TEMPLATE_QUESTION = ("Aşağıdaki tarım sorusunu bir ziraat mühendisi gibi kısa ve açık biçimde yanıtlayın: "
+                     "{region} bölgesindeki {crop} tarlası için {topic} nasıl planlanmalı?")
+TEMPLATE_ANSWER = ("Uzmanlarımıza göre bu konuda dikkat edilmesi gerekenler şunlardır: önce toprak analizi "
+                   "yaptırılmalı ve yaprak rengi izlenmeli, sulama düzenli olmalı, gübre dozu dekara {dose} "
+                   "kilogramı geçmemeli ve etiketteki uyarılara uyulmalı. Hastalık belirtisi görülürse ilaçlama "
+                   "öncesinde uzmana danışılmalı, hasat serin saatlerde yapılmalıdır; böylece verim korunur.")
+
+
+def templated_row(rng: random.Random, i: int) -> dict:
+    """One row of a templated set: the same text with its number and a few words changed. Two such rows
+    share many MinHash bands (Jaccard ~0.6) but are rarely near-duplicates."""
+    question = TEMPLATE_QUESTION.format(region=rng.choice(REGIONS), crop=rng.choice(CROPS), topic=rng.choice(TOPICS))
+    answer = TEMPLATE_ANSWER.format(dose=rng.randint(2, 60))
+    return {"instruction": f"Soru {i}: {question}", "input": "",
+            "output": f"Cevap {i}: {answer}"}
+
+
+def generate_templated(path: Path, rows: int, seed: int = 2) -> None:
+    rng = random.Random(seed)
+    with path.open("w", encoding="utf-8") as out:
+        for i in range(rows):
+            out.write(json.dumps(templated_row(rng, i), ensure_ascii=False) + "\n")
+
+
+def mean_row_chars(path: Path, rows: int = 2000) -> float:
+    with path.open(encoding="utf-8") as lines:
+        sizes = [len(line) for _, line in zip(range(rows), lines)]
+    return sum(sizes) / len(sizes)
 
 
 def tokenizer_file(work: Path) -> Path:
@@ -200,6 +235,7 @@ def main() -> None:
                   f"{os.getloadavg()[0]:.1f} (other processes share these cpus)\n")
             result = run_pipeline(data, work, tokenizer, workers)
             report_speed(result, workers)
+            report_templated(args.rows, result, work, tokenizer, workers)
         if args.memory_rows:
             report_memory(args, work, tokenizer, workers)
 
@@ -229,6 +265,30 @@ def report_speed(result: dict, workers: int) -> None:
           f"{workers} cpus (others share them)")
     print(f"on 2 free cores (ingest cpu + clean cpu / 2): about {free_two:,.0f} rows/s; / target = "
           f"{free_two / TARGET_ROWS_PER_S:.2f}")
+
+
+def report_templated(rows: int, diverse: dict, work: Path, tokenizer: Path, workers: int) -> None:
+    """The same pipeline (and workers) on templated rows of about the same length; clean time against the
+    diverse run's."""
+    diverse_chars = mean_row_chars(work / "data.jsonl")
+    data = work / "data.jsonl"
+    generate_templated(data, rows)
+    result = run_pipeline(data, work, tokenizer, workers)
+    clean = result["clean"]
+    steps = clean["steps"]
+    ratio = result["clean_s"] / diverse["clean_s"]
+    cpu_ratio = clean_cpu_s(result) / clean_cpu_s(diverse)
+    print(f"\ntemplated rows: {rows:,} (mean {mean_row_chars(data):.0f} characters a line, diverse "
+          f"{diverse_chars:.0f}): clean {result['clean_s']:.1f} s wall, {clean_cpu_s(result):.1f} s cpu "
+          f"(near-duplicate signatures {steps['near_dedup']['seconds']:.1f} s, duplicate decisions "
+          f"{steps['dedup_decisions']['seconds']:.1f} s); near-duplicates dropped "
+          f"{clean['rejected_by_reason'].get('near_duplicate', 0):,}")
+    print(f"templated / diverse clean time: cpu {cpu_ratio:.2f}, wall {ratio:.2f} (wall depends on what else runs); "
+          f"target <= {TARGET_TEMPLATED_RATIO:.0f}; target / measured (cpu) = {TARGET_TEMPLATED_RATIO / cpu_ratio:.2f}")
+
+
+def clean_cpu_s(result: dict) -> float:
+    return result["cpu_s"] - result["ingest_cpu_s"]
 
 
 def report_memory(args, work: Path, tokenizer: Path, workers: int) -> None:

@@ -132,6 +132,8 @@ class LanguageConfig:
     enabled: bool = True
     expected: str = "tr"
     min_confidence: float = 0.5
+    reject_other_confidence: float = 0.5
+    reject_below: float = 0.01
     min_chars: int = 20
     action: str = choice(LanguageAction, "reject")
 
@@ -142,6 +144,7 @@ class NearDuplicatesConfig:
     threshold: float = 0.8
     num_perm: int = 64
     ngram: int = 3
+    bucket_cap: int = 64
 
 
 @dataclass

@@ -152,11 +152,14 @@ def _check_clean(cfg: DictConfig) -> None:
     for kind in c.pii.kinds:
         if kind not in c.pii.placeholders:
             raise HasatError(f"config key 'clean.pii.placeholders': no placeholder for '{kind}'")
-    for dotted in ("clean.near_duplicates.threshold", "clean.language.min_confidence", "clean.max_reject_share"):
+    for dotted in ("clean.near_duplicates.threshold", "clean.language.min_confidence",
+                   "clean.language.reject_other_confidence", "clean.language.reject_below", "clean.max_reject_share"):
         if not 0.0 <= OmegaConf.select(cfg, dotted) <= 1.0:
             raise HasatError(f"config key '{dotted}': must be between 0 and 1")
     if not 8 <= c.near_duplicates.num_perm <= 1024 or c.near_duplicates.ngram < 1:
         raise HasatError("config key 'clean.near_duplicates': num_perm must be 8..1024 and ngram positive")
+    if c.near_duplicates.bucket_cap < 1:
+        raise HasatError("config key 'clean.near_duplicates.bucket_cap': must be at least 1")
     for low, high in (("min_chars", "max_chars"), ("min_tokens", "max_tokens")):
         lo, hi = c.length[low], c.length[high]
         if (lo is not None and lo < 0) or (hi is not None and hi <= 0) or (lo is not None and hi is not None and lo > hi):

@@ -4,7 +4,7 @@ for the stratified split is named. The whole classification pipeline runs in tes
 import json
 import shutil
 
-
+from pipeline.data.rejects import read_rejects
 from tests.conftest import copy_config, run_stage_cli
 
 CLS = ("task=classification", "data=haber_cls", "model=tiny_random", "train.num_epochs=1", "train.batch_size=16",
@@ -43,7 +43,7 @@ def test_blank_labels_are_quarantined_or_stop_tokenize(tmp_path, tiny_model_dir)
     data = ("data.path=haber.csv", "data.columns={metin: text, kategori: label}")
     assert stage("ingest", workdir, *data).returncode == 0
     assert stage("clean", workdir, "clean.language.enabled=false").returncode == 0
-    rejects = [json.loads(line) for line in (workdir / "data" / "rejects" / "clean.jsonl").open()]
+    rejects = read_rejects(workdir / "data" / "rejects" / "clean.jsonl")
     assert sorted(r["source"] for r in rejects) == ["haber.csv:row 3", "haber.csv:row 4"]
     assert all(r["reason"].startswith("empty") and "label" in r["reason"] for r in rejects)
     assert stage("clean", workdir, "clean.language.enabled=false", "clean.drop_empty=false").returncode == 0
@@ -77,6 +77,6 @@ def test_null_or_missing_labels_are_quarantined_by_ingest(tmp_path):
     result = stage("ingest", tmp_path, "data.path=h.jsonl")
     assert result.returncode == 0, result.stderr
     assert "6 read, 4 kept, 2 rejected" in result.stderr + result.stdout
-    rejects = [json.loads(line) for line in (tmp_path / "data" / "rejects" / "ingest.jsonl").open()]
+    rejects = read_rejects(tmp_path / "data" / "rejects" / "ingest.jsonl")
     assert [(r["source"], r["reason"]) for r in rejects] == [("h.jsonl:2", "missing field 'label'"),
                                                             ("h.jsonl:3", "missing field 'label'")]

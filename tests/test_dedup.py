@@ -107,3 +107,61 @@ def test_shingles_of_long_and_odd_words_equal_the_per_byte_formula():
     assert hashes.tolist() == _fmix64(np.array(expected, dtype=np.uint64)).tolist()
     encoded = text.encode()
     assert [encoded[s:s + len(w.encode())] for s, w in zip(starts.tolist(), words)] == [w.encode() for w in words]
+
+
+def templated_rows(n: int) -> list[dict]:
+    """'Soru {i}' / 'Cevap {i}' rows of one long template with a few words changed: most pairs share LSH
+    buckets (Jaccard ~0.6) without being near-duplicates, the shape that made the search quadratic."""
+    import random
+
+    rng = random.Random(11)
+    places = "Konya Ege Trakya Harran Iğdır Bursa Ordu Rize Muş Aydın Samsun Kars".split()
+    crops = "buğday arpa mısır pamuk fındık zeytin çay elma üzüm nohut kiraz biber".split()
+    rows = []
+    for i in range(n):
+        question = (f"Soru {i}: Aşağıdaki tarım sorusunu bir ziraat mühendisi gibi kısa ve açık biçimde "
+                    f"yanıtlayın: {rng.choice(places)} bölgesindeki {rng.choice(crops)} tarlası için sulama "
+                    "nasıl planlanmalı?")
+        answer = (f"Cevap {i}: Uzmanlara göre önce toprak analizi yaptırılmalı ve yaprak rengi izlenmeli, "
+                  f"gübre dozu dekara {rng.randint(2, 90)} kilogramı geçmemeli; hasat serin saatlerde "
+                  "yapılmalıdır.")
+        rows.append({"id": str(i), "source": f"t.jsonl:{i + 1}", "instruction": question, "input": "",
+                     "output": answer, "meta": {}})
+    return rows
+
+
+def test_templated_rows_cost_linear_work_and_near_duplicates_are_still_found():
+    from pipeline.config import CleanConfig, LanguageConfig, LengthConfig, NearDuplicatesConfig
+    from pipeline.data.clean import clean_records, stats_dict
+
+    cap = 16
+    cfg = CleanConfig(language=LanguageConfig(enabled=False), length=LengthConfig(max_tokens=None),
+                      near_duplicates=NearDuplicatesConfig(bucket_cap=cap))
+    rows = templated_rows(1600)
+    bands = lsh_bands(0.8, 64)[0]
+    comparisons = {}
+    for n in (800, 1600):
+        result = clean_records([dict(r) for r in rows[:n]], cfg, batch_size=256)
+        comparisons[n] = stats_dict(result.stats, cfg)["near_duplicate_comparisons"]
+        assert comparisons[n] <= n * bands * cap  # each row is verified against at most bands x cap others
+    # bounded buckets: twice the rows, about twice the work (unbounded it is four times: every row
+    # against all earlier rows sharing a template bucket)
+    assert comparisons[1600] < 2.5 * comparisons[800]
+    early, late = rows[2], rows[1400]
+    copies = [dict(r, id=f"copy{k}", source=f"copies.jsonl:{k}",
+                   output=r["output"].replace("hasat", "toplama")) for k, r in enumerate((early, late))]
+    result = clean_records([dict(r) for r in rows] + copies, cfg, batch_size=256)
+    found = {r["source"]: r["reason"] for r in result.rejects}
+    assert found["copies.jsonl:0"].startswith("near duplicate of t.jsonl:3 ")
+    assert found["copies.jsonl:1"].startswith("near duplicate of t.jsonl:1401 ")
+
+
+def test_a_full_bucket_stores_no_more_rows():
+    index = NearDuplicateIndex(0.8, 16, bands=(4, 4), bucket_cap=3)
+    signatures = np.zeros((10, 16), dtype=np.uint32)  # all rows in the same four buckets
+    signatures[:, 12:] = np.arange(10, dtype=np.uint32)[:, None]  # except the last band: one bucket each
+    keys = index.band_keys(signatures)
+    for row in range(10):
+        index.add(signatures[row:row + 1], keys[row:row + 1], [f"r{row}"])
+    candidates, sizes = index.lookup(keys[9:])
+    assert sizes.tolist() == [[3, 3, 3, 1]] and candidates == [[0, 1, 2, 9]]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from pipeline.data.rejects import read_rejects
 from tests.conftest import copy_repo
 
 pytestmark = pytest.mark.e2e
@@ -66,6 +67,7 @@ def test_repro_runs_every_stage_and_writes_outputs(pipeline_repo):
     root, _, first = pipeline_repo
     assert stages_run(first) == {"base_model", "ingest", "clean", "tokenize", "split", "data_report", "finetune",
                                  "evaluate", "export"}
+    assert " is empty." not in first  # DVC warns about an empty output: rejects files start with a header
     for path in ("models/export/model.safetensors", "models/export/config.json", "models/export/README.md",
                  "models/export/generation_config.json", "models/finetuned/adapter/adapter_config.json",
                  "reports/eval/predictions.jsonl", "reports/eval/review.html", "reports/eval/mc_predictions.jsonl",
@@ -86,9 +88,9 @@ def test_every_row_is_accounted_for(pipeline_repo):
          ("ingest", "clean", "tokenize", "split")}
     assert m["ingest"]["rows_read"] == m["ingest"]["rows_kept"] + m["ingest"]["rows_rejected"]
     assert m["clean"]["rows_in"] == m["ingest"]["rows_kept"]
-    clean_rejects = sum(1 for _ in (root / "data/rejects/clean.jsonl").open())
+    clean_rejects = len(read_rejects(root / "data/rejects/clean.jsonl"))
     assert m["clean"]["rows_out"] + clean_rejects == m["clean"]["rows_in"]
-    tok_rejects = sum(1 for _ in (root / "data/rejects/tokenize.jsonl").open())
+    tok_rejects = len(read_rejects(root / "data/rejects/tokenize.jsonl"))
     assert m["tokenize"]["rows_out"] + tok_rejects == m["tokenize"]["rows_in"] == m["clean"]["rows_out"]
     assert m["split"]["train_rows"] + m["split"]["val_rows"] + m["split"]["test_rows"] == m["tokenize"]["rows_out"]
     assert m["split"]["leaked_prompts"] == 0 and m["tokenize"]["fertility_tokens_per_word"] > 1

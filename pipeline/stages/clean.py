@@ -49,6 +49,8 @@ def summary(stats: dict) -> str:
     masked = {k: v for k, v in stats["pii_masked"].items() if v}
     if masked:
         lines.append("  personal data masked: " + ", ".join(f"{k} {v}" for k, v in masked.items()))
+    if stats.get("uncertain_language"):
+        lines.append(f"  language uncertain (kept, marked in meta.flags): {stats['uncertain_language']}")
     if stats.get("labels_out"):
         lines.append("  labels out: " + ", ".join(f"{k} {v}" for k, v in stats["labels_out"].items()))
     slowest = sorted(stats["steps"].items(), key=lambda kv: -kv[1]["seconds"])[:3]

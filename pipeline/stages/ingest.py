@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from pipeline.config import DataConfig, HasatConfig, SourceConfig
 from pipeline.data.ingest import IngestStats, ingest_stream
+from pipeline.data.rejects import rejects_header
 from pipeline.errors import HasatError
 from pipeline.io import JsonlWriter, staged_outputs, write_json
 from pipeline import paths
@@ -52,6 +53,7 @@ def stats_dict(stats: IngestStats) -> dict:
         "encoding_by_file": {name: s.encoding for name, s in stats.files.items()},
         "format_by_file": {name: s.format for name, s in stats.files.items()},
         "schema_by_file": {name: s.schema for name, s in stats.files.items()},
+        "links": stats.links.counts(),  # symbolic links skipped: loops, dangling, second paths to a file
     }
 
 
@@ -66,6 +68,8 @@ def summary(stats: dict) -> str:
                      f"{extra}")
     if stats["rejected_by_reason"]:
         lines.append("  rejected by reason: " + ", ".join(f"{k} {v}" for k, v in stats["rejected_by_reason"].items()))
+    if any(stats["links"].values()):
+        lines.append("  symbolic links skipped: " + ", ".join(f"{k} {v}" for k, v in stats["links"].items() if v))
     return "\n".join(lines)
 
 
@@ -82,13 +86,14 @@ def main(cfg: HasatConfig) -> None:
     defaults, sources = sources_of(cfg.data)
     with staged_outputs(OUT, REJECTS, STATS) as (out_tmp, rejects_tmp, stats_tmp):
         with JsonlWriter(out_tmp) as out, JsonlWriter(rejects_tmp) as rejects:
+            rejects.write(rejects_header("ingest"))
             stats = ingest_stream(cfg.data.path, sources, defaults, out.write, rejects.write,
                                   cfg.data.sample_seed, cfg.data.max_reject_share)
         result = stats_dict(stats)
         if result["rows_read"] != result["rows_kept"] + result["rows_rejected"]:
             raise HasatError(f"ingest: accounting is off: {result['rows_read']} read != {result['rows_kept']} kept "
                              f"+ {result['rows_rejected']} rejected (a bug; please report it)")
-        if out.count != result["rows_written"] or rejects.count != result["rows_rejected"]:
+        if out.count != result["rows_written"] or rejects.count - 1 != result["rows_rejected"]:  # - header
             raise HasatError("ingest: rows written do not match the counts (a bug; please report it)")
         write_json(stats_tmp, result)
     log.info(summary(result))

@@ -12,6 +12,7 @@ import logging
 
 from pipeline import paths
 from pipeline.config import HasatConfig
+from pipeline.data.rejects import rejects_header
 from pipeline.io import read_jsonl, write_json, write_jsonl
 from pipeline.stages._runner import StageHelp, run_stage
 from pipeline.tasks.training import training_for
@@ -36,7 +37,7 @@ def main(cfg: HasatConfig) -> None:
     tokenizer = AutoTokenizer.from_pretrained(require_model_folder(paths.BASE_MODEL))
     result = training_for(cfg.task.kind).tokenize(cfg, read_jsonl(paths.CLEANED), tokenizer)
     write_jsonl(paths.TOKENIZED, result.records)
-    write_jsonl(paths.rejects("tokenize"), result.rejects)
+    write_jsonl(paths.rejects("tokenize"), [rejects_header("tokenize"), *result.rejects])  # never empty: DVC warns
     write_json(paths.stats("tokenize"), result.stats)
     log.info(result.summary)
 

@@ -27,8 +27,10 @@ class _BatchView:
     candidates: list[list[int]]  # per position: rows of the index sharing a band
     keys: Optional[np.ndarray]  # (positions, bands)
     shares: list[bool]  # per position: another survivor of this batch has one of its band keys
-    in_batch: dict[int, list[int]] = field(default_factory=dict)  # band key -> positions kept so far
+    sizes: Optional[np.ndarray] = None  # (positions, bands): rows the index holds in that bucket already
+    in_batch: dict[int, list[int]] = field(default_factory=dict)  # band key -> positions kept and stored so far
     kept: list[int] = field(default_factory=list)  # positions kept, for the index
+    stored: list[np.ndarray] = field(default_factory=list)  # per kept position: in which of its buckets it goes
 
     def source(self, batch: BatchResult, position: int) -> str:
         return batch.info[self.survivors[position]].source
@@ -41,7 +43,7 @@ class Deduplicator:
     def __init__(self, cfg: CleanConfig):
         self.exact = cfg.drop_exact_duplicates
         n = cfg.near_duplicates
-        self.index = NearDuplicateIndex(n.threshold, n.num_perm) if n.enabled else None
+        self.index = NearDuplicateIndex(n.threshold, n.num_perm, bucket_cap=n.bucket_cap) if n.enabled else None
         self.first_source: dict[int, str] = {}
         self.last_original_id = ""  # the last row that is not a sampling copy, and whether it was kept
         self.last_original_kept = False
@@ -50,6 +52,7 @@ class Deduplicator:
         """Per record: None to keep it, or why not; updates the index with the kept rows."""
         decisions = list(batch.failures)
         started = time.process_time()
+        batch.rows_seen["dedup_decisions"] += len(batch.info)
         view = self._view(batch)
         position_of = {i: position for position, i in enumerate(view.survivors)}
         for i, info in enumerate(batch.info):
@@ -61,7 +64,7 @@ class Deduplicator:
             self.last_original_id, self.last_original_kept = info.record_id, decisions[i] is None
         if self.index is not None and view.kept:
             self.index.add(batch.signatures[view.kept], view.keys[view.kept],
-                           [view.source(batch, p) for p in view.kept])
+                           [view.source(batch, p) for p in view.kept], np.array(view.stored))
         batch.seconds["dedup_decisions"] += time.process_time() - started
         return decisions
 
@@ -75,7 +78,8 @@ class Deduplicator:
         if self.index is None or not survivors:
             return _BatchView(survivors, [], None, [])
         keys = self.index.band_keys(batch.signatures)
-        return _BatchView(survivors, self.index.candidates(keys), keys, _shares_a_band(keys))
+        candidates, sizes = self.index.lookup(keys)
+        return _BatchView(survivors, candidates, keys, _shares_a_band(keys), sizes)
 
     def _decide_survivor(self, batch: BatchResult, view: _BatchView, i: int, position: int) -> Optional[Failure]:
         key = batch.exact_keys[i]
@@ -91,10 +95,21 @@ class Deduplicator:
             if key is not None:
                 self.first_source[key] = batch.info[i].source
             if self.index is not None:
-                for band_key in band_keys:
-                    view.in_batch.setdefault(band_key, []).append(position)
-                view.kept.append(position)
+                self._keep(view, band_keys, position)
         return decision
+
+    def _keep(self, view: _BatchView, band_keys: list[int], position: int) -> None:
+        """A kept row goes into each of its buckets that is not full (`BUCKET_CAP`, counting the rows of
+        this batch stored there before it)."""
+        store = view.sizes[position] < self.index.bucket_cap
+        for band, band_key in enumerate(band_keys):  # only keys another row of this batch has
+            earlier = view.in_batch.setdefault(band_key, [])
+            if store[band] and view.sizes[position, band] + len(earlier) < self.index.bucket_cap:
+                earlier.append(position)
+            else:
+                store[band] = False
+        view.kept.append(position)
+        view.stored.append(store)
 
     def _near(self, batch: BatchResult, view: _BatchView, band_keys: list[int], position: int) -> Optional[Failure]:
         """The best match among kept rows of earlier batches (the index) and of this batch so far."""
@@ -102,13 +117,17 @@ class Deduplicator:
         earlier = {p for key in band_keys for p in view.in_batch.get(key, ())}
         if not candidates and not earlier:
             return None
+        batch.counts["near_comparisons"] += len(candidates) + len(earlier)
         signature = batch.signatures[position]
         best = self.index.best_match(signature, candidates)
         match = NearMatch(self.index.labels[best.row], best.similarity) if best else None
-        for p in sorted(earlier):
-            similarity = float(np.count_nonzero(batch.signatures[p] == signature)) / self.index.num_perm
+        if earlier:
+            positions = sorted(earlier)
+            agree = np.count_nonzero(batch.signatures[positions] == signature, axis=1)
+            top = int(np.argmax(agree))
+            similarity = float(agree[top]) / self.index.num_perm
             if similarity >= self.index.threshold and (match is None or similarity > match.similarity):
-                match = NearMatch(view.source(batch, p), similarity)
+                match = NearMatch(view.source(batch, positions[top]), similarity)
         if match is None:
             return None
         return Failure("near_duplicate", f"near duplicate of {match.source} (estimated Jaccard {match.similarity:.2f})")

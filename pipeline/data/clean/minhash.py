@@ -9,6 +9,14 @@ numpy), and LSH banding with datasketch's optimal (bands, rows) for the threshol
 recall. datasketch's own `MinHashLSH` keeps about 2 KB of Python objects per row (~2 GB for a million rows), so the bands
 live here in sorted numpy runs (12 bytes per band per row) and every LSH candidate is verified on
 its estimated Jaccard similarity before a row is called a near-duplicate.
+
+A bucket (one band's key) holds at most `bucket_cap` rows (clean.near_duplicates.bucket_cap, 64):
+templated rows ("Soru {i}: ...") share the template's band keys, and an unbounded bucket makes every
+new row verify against all rows before it (quadratic: 20k such rows took 221 s). Once a bucket is
+full, later rows are still compared with its first `bucket_cap` rows and with every row in their
+other, uncrowded buckets, but are not stored in it.
+A true near-duplicate shares most bands with its original, so it is mostly still found through them
+(on templated data a few are missed: see docs/data.md).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ _U32 = np.uint32
 _MASK32 = np.uint64(0xFFFFFFFF)
 _NGRAM_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
 _FMIX32 = (_U32(16), _U32(0x85EBCA6B), _U32(13), _U32(0xC2B2AE35), _U32(16))
+BUCKET_CAP = 64  # rows stored per LSH bucket: bounds the verifications per row at bands x BUCKET_CAP
 _BYTE_POWERS = np.array([pow(0x100000001B3, k, 1 << 64) for k in range(64)], dtype=np.uint64)
 
 
@@ -157,6 +166,11 @@ class MinHasher:
         return out
 
 
+def _agreement(signatures: np.ndarray, signature: np.ndarray) -> np.ndarray:
+    """How many of the num_perm values each row of `signatures` shares with `signature`."""
+    return np.count_nonzero(signatures == signature, axis=1)
+
+
 class _SortedRuns:
     """uint64 key -> int64 row, as a few sorted numpy runs merged LSM-style (appends stay cheap)."""
 
@@ -203,8 +217,10 @@ class Match(NamedTuple):
 class NearDuplicateIndex:
     """The kept rows' signatures and LSH bands; `check` a batch, then `add` the rows that stay."""
 
-    def __init__(self, threshold: float = 0.8, num_perm: int = 64, bands: Optional[tuple[int, int]] = None):
+    def __init__(self, threshold: float = 0.8, num_perm: int = 64, bands: Optional[tuple[int, int]] = None,
+                 bucket_cap: int = BUCKET_CAP):
         self.threshold = threshold
+        self.bucket_cap = bucket_cap
         self.num_perm = num_perm
         self.b, self.r = bands or lsh_bands(threshold, num_perm)
         rng = np.random.RandomState(7)
@@ -229,23 +245,43 @@ class NearDuplicateIndex:
     def similarity(self, signature: np.ndarray, row: int) -> float:
         return float(np.count_nonzero(self._signature(row) == signature)) / self.num_perm
 
+    def signatures_of(self, rows: np.ndarray) -> np.ndarray:
+        """The stored signatures of these index rows, (len(rows), num_perm)."""
+        chunk, offset = np.divmod(rows, self._chunk_rows)
+        if len(rows) and (chunk == chunk[0]).all():
+            return self._chunks[int(chunk[0])][offset]
+        return np.stack([self._chunks[c][o] for c, o in zip(chunk.tolist(), offset.tolist())])
+
+    def lookup(self, keys: np.ndarray) -> tuple[list[list[int]], np.ndarray]:
+        """(kept rows sharing at least one band with each query row, how many rows each of its (row, band)
+        buckets holds already: at most `bucket_cap`)."""
+        per_row: dict[int, set[int]] = {}
+        sizes = np.zeros(keys.size, dtype=np.int64)
+        for flat, rows in self._bands.lookup(keys.reshape(-1)).items():
+            sizes[flat] = len(rows)
+            per_row.setdefault(flat // self.b, set()).update(rows)
+        candidates = [sorted(per_row[i]) if i in per_row else [] for i in range(len(keys))]
+        return candidates, sizes.reshape(keys.shape)
+
     def candidates(self, keys: np.ndarray) -> list[list[int]]:
         """Kept rows sharing at least one band with each query row."""
-        per_row: dict[int, set[int]] = {}
-        for flat, rows in self._bands.lookup(keys.reshape(-1)).items():
-            per_row.setdefault(flat // self.b, set()).update(rows)
-        return [sorted(per_row[i]) if i in per_row else [] for i in range(len(keys))]
+        return self.lookup(keys)[0]
 
     def best_match(self, signature: np.ndarray, candidates: list[int]) -> Optional[Match]:
-        best = None
-        for row in candidates:
-            similarity = self.similarity(signature, row)
-            if similarity >= self.threshold and (best is None or similarity > best.similarity):
-                best = Match(row, similarity)
-        return best
+        """The most similar candidate at or above the threshold (the first one on a tie), or None."""
+        if not candidates:
+            return None
+        similarities = _agreement(self.signatures_of(np.asarray(candidates, dtype=np.int64)), signature)
+        best = int(np.argmax(similarities))
+        similarity = float(similarities[best]) / self.num_perm
+        return Match(candidates[best], similarity) if similarity >= self.threshold else None
 
-    def add(self, signatures: np.ndarray, keys: np.ndarray, labels: list[str]) -> list[int]:
-        """Store kept rows; returns their row numbers in the index."""
+    def add(self, signatures: np.ndarray, keys: np.ndarray, labels: list[str],
+            store: Optional[np.ndarray] = None) -> list[int]:
+        """Store kept rows; returns their row numbers in the index. `store` (rows, bands) says in which
+        buckets each row goes; by default in those that are not full."""
+        if store is None:
+            store = self.lookup(keys)[1] < self.bucket_cap
         rows = list(range(self._filled, self._filled + len(signatures)))
         done = 0
         while done < len(signatures):
@@ -256,9 +292,9 @@ class NearDuplicateIndex:
             self._chunks[-1][at:at + take] = signatures[done:done + take]
             done += take
             self._filled += take
-        if rows:
-            row_array = np.repeat(np.array(rows, dtype=np.int64), self.b)
-            self._bands.add(keys.reshape(-1).copy(), row_array)
+        if rows and store.any():
+            row_array = np.repeat(np.array(rows, dtype=np.int64), self.b).reshape(keys.shape)
+            self._bands.add(keys[store].copy(), row_array[store])
         self.labels.extend(labels)
         return rows
 

@@ -127,6 +127,7 @@ class RowCleaner:
         n = cfg.near_duplicates
         self.hasher = MinHasher(n.num_perm, n.ngram) if n.enabled else None
         self.flagged = 0
+        self.uncertain = 0
 
     def _transforms(self) -> list[tuple[str, Callable[[str], str]]]:
         c = self.cfg
@@ -189,7 +190,8 @@ class RowCleaner:
             alive = self._filter(result, "language", alive,
                                  lambda record: self._language(record, joined.get(id(record))))
             result.counts["flagged_language"] += self.flagged
-            self.flagged = 0
+            result.counts["uncertain_language"] += self.uncertain
+            self.flagged = self.uncertain = 0
         return alive
 
     def _dedup_keys(self, result: BatchResult, alive: list[int]) -> None:
@@ -275,18 +277,33 @@ class RowCleaner:
         return {i: len(e.ids) if hasattr(e, "ids") else len(e) for i, e in zip(unsure, encodings)}
 
     def _language(self, record: dict, text: Optional[str] = None) -> Optional[Failure]:
+        """Reject (or flag, by `action`) a row only when another language is the top guess with enough
+        confidence or p(expected) is very low; a row in between is uncertain: kept, counted, marked."""
         lang = self.cfg.language
         text = joined_text(record) if text is None else text
         if len(text) < lang.min_chars:
             return None
-        best, probability = self.detector.judge(text, lang.expected)
-        if probability >= lang.min_confidence:
+        judged = self.detector.judge(text, lang.expected)
+        p = judged.expected_probability
+        if p >= lang.min_confidence:
             return None
-        reason = (f"language {best}: p({lang.expected}) = {probability:.2f} < min_confidence "
-                  f"{lang.min_confidence}")
+        other = judged.best != lang.expected and judged.best_probability >= lang.reject_other_confidence
+        if not other and p >= lang.reject_below:
+            self.uncertain += 1
+            _mark(record, judged.best, f"uncertain_{lang.expected}")
+            return None
+        if other:
+            reason = (f"language {judged.best}: p({lang.expected}) = {p:.2f}, p({judged.best}) = "
+                      f"{judged.best_probability:.2f} >= reject_other_confidence {lang.reject_other_confidence}")
+        else:
+            reason = f"language {judged.best}: p({lang.expected}) = {p:.3f} < reject_below {lang.reject_below}"
         if lang.action == "flag":
             self.flagged += 1
-            record["meta"] = {**record.get("meta", {}), "language": best,
-                              "flags": [*record.get("meta", {}).get("flags", []), f"not_{lang.expected}"]}
+            _mark(record, judged.best, f"not_{lang.expected}")
             return None
         return Failure("wrong_language", reason)
+
+
+def _mark(record: dict, language: str, flag: str) -> None:
+    meta = record.get("meta", {})
+    record["meta"] = {**meta, "language": language, "flags": [*meta.get("flags", []), flag]}

@@ -14,6 +14,7 @@ from pipeline.errors import HasatError
 
 TRANSFORMS = ("mojibake", "html", "unicode", "control_chars", "whitespace", "pii")
 FILTERS = ("empty", "length_chars", "length_tokens", "language", "exact_dedup", "near_dedup")
+IN_ORDER = ("dedup_decisions", "write")  # main process: duplicate lookups and verification, writing rows
 
 
 @dataclass
@@ -30,6 +31,7 @@ class CleanStats:
     labels_before: Counter = field(default_factory=Counter)
     labels_after: Counter = field(default_factory=Counter)
     weights: dict = field(default_factory=dict)
+    wall_seconds: float = 0.0
 
     def add_batch(self, batch: BatchResult) -> None:
         self.counts.update(batch.counts)
@@ -52,10 +54,12 @@ def check_reject_share(stats: CleanStats, max_share: float) -> None:
 
 
 def _steps(stats: CleanStats) -> dict:
+    """CPU seconds per step: the per-row steps (TRANSFORMS, FILTERS; near_dedup is the MinHash signatures)
+    run in the worker processes when there are several, the IN_ORDER steps in the main process."""
     steps = {}
-    for step in TRANSFORMS + FILTERS:
+    for step in TRANSFORMS + FILTERS + IN_ORDER:
         if stats.rows_seen.get(step):
-            seconds = stats.seconds[step] + (stats.seconds["dedup_decisions"] if step == "near_dedup" else 0.0)
+            seconds = stats.seconds[step]
             steps[step] = {"rows": stats.rows_seen[step], "seconds": round(seconds, 3),
                            "rows_per_s": round(stats.rows_seen[step] / seconds) if seconds > 0 else None}
     return steps
@@ -70,8 +74,12 @@ def stats_dict(stats: CleanStats, cfg: CleanConfig, bands: Optional[tuple[int, i
         "fields_changed": {s: stats.counts.get(f"changed.{s}", 0) for s in TRANSFORMS if s != "pii"},
         "pii_masked": {k: stats.counts.get(f"pii.{k}", 0) for k in cfg.pii.kinds} if cfg.pii.enabled else {},
         "flagged_language": stats.counts.get("flagged_language", 0),
+        "uncertain_language": stats.counts.get("uncertain_language", 0),  # kept, meta.flags uncertain_<lang>
+        "near_duplicate_comparisons": stats.counts.get("near_comparisons", 0),  # signatures verified
         "by_source": {name: dict(c) for name, c in sorted(stats.by_source.items())},
         "steps": _steps(stats),
+        "seconds": {"wall": round(stats.wall_seconds, 3),
+                    "steps": round(sum(stats.seconds[s] for s in TRANSFORMS + FILTERS + IN_ORDER), 3)},
     }
     if bands:
         out["near_duplicates_lsh"] = {"bands": bands[0], "rows_per_band": bands[1]}

@@ -1,9 +1,11 @@
 """The whole clean run: per-row work (rows.py, maybe in workers), then the in-order decisions (dedup.py),
 then class balance; in memory (`clean_records`, small data and tests) or streaming a JSONL file
-(`clean_file`, the stage). Every dropped row becomes a reject {"source", "reason", "raw"}."""
+(`clean_file`, the stage). Every dropped row becomes a reject {"source", "reason", "raw"}; a rejects file
+starts with a header line (pipeline/data/rejects.py)."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +19,7 @@ from pipeline.data.clean.dedup import Deduplicator
 from pipeline.data.clean.rows import BatchResult, RowCleaner, RowInfo, reject_of, source_file
 from pipeline.data.clean.stats import CleanStats, stats_dict
 from pipeline.data.clean.workers import cleaned_batches, resolve_workers
+from pipeline.data.rejects import rejects_header
 from pipeline.errors import HasatError
 from pipeline.io import JsonlWriter, iter_jsonl_lines, parse_json_line
 
@@ -25,9 +28,11 @@ def clean_batches(batches: Iterable[BatchResult], cfg: CleanConfig, write: Calla
                   write_reject: Callable[[dict], None], stats: CleanStats) -> None:
     """Decide, in order, each row of each cleaned (packed) batch; write kept rows and rejects."""
     dedup = Deduplicator(cfg)
+    started = time.perf_counter()
     for batch in batches:
-        stats.add_batch(batch)
-        for line, info, failure in zip(batch.lines, batch.info, dedup.decide(batch)):
+        decisions = dedup.decide(batch)  # before add_batch: it times itself into batch.seconds
+        writing = time.process_time()
+        for line, info, failure in zip(batch.lines, batch.info, decisions):
             stats.rows_in += 1
             per_source = stats.by_source[source_file(info.source)]
             per_source["in"] += 1
@@ -40,6 +45,10 @@ def clean_batches(batches: Iterable[BatchResult], cfg: CleanConfig, write: Calla
                 per_source["rejected"] += 1
                 stats.reasons[failure.code] += 1
                 write_reject(reject_of(orjson.loads(line), failure.reason))
+        batch.seconds["write"] += time.process_time() - writing
+        batch.rows_seen["write"] += len(batch.lines)
+        stats.add_batch(batch)
+    stats.wall_seconds += time.perf_counter() - started
 
 
 @dataclass
@@ -100,6 +109,7 @@ def clean_file(in_path: str | Path, out_path: str | Path, rejects_path: str | Pa
     balancing = cfg.balance.method != "none"
     spill = Path(spill_dir or Path(out_path).parent) / "kept-before-balance.jsonl"
     with JsonlWriter(rejects_path) as rejects, JsonlWriter(spill if balancing else out_path) as writer:
+        rejects.write(rejects_header("clean"))
         kept = _KeptLines(writer)
         batches = cleaned_batches(iter_jsonl_lines(in_path), cfg, tokenizer_file, workers, str(in_path))
         clean_batches(batches, cfg, kept, rejects.write, stats)

@@ -1,6 +1,8 @@
 """Rows to canonical records (pipeline/data/records.py): Alpaca, chat `messages`, ShareGPT `conversations`
-(converted to `messages`) and classification `text` + `label`; detected per file unless configured,
-after the source's column mapping (`{talimat: instruction}`) renames user columns."""
+(converted to `messages`) and classification `text` + `label`, after the source's column mapping
+(`{talimat: instruction}`) renames user columns. Unless configured, the schema is detected per file
+from its header or first rows, then per row: one file may mix the instruction shapes (OpenAI
+`messages`, ShareGPT `conversations`, Alpaca), never instruction and classification rows."""
 
 from __future__ import annotations
 
@@ -27,6 +29,9 @@ SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistan
                   "chatgpt": "assistant", "bing": "assistant", "bard": "assistant", "model": "assistant",
                   "system": "system"}
 SCHEMA_PEEK_ROWS = 200
+FAMILIES = {"alpaca": "instruction", "chat": "instruction", "sharegpt": "instruction",
+            "classification": "classification"}
+DETECT_ORDER = ("chat", "sharegpt", "alpaca", "classification")
 
 
 def rename(item: Any, mapping: dict) -> Any:
@@ -41,10 +46,43 @@ def rename(item: Any, mapping: dict) -> Any:
 
 def schema_of_columns(columns: Iterable[str]) -> Optional[str]:
     names = set(columns)
-    for schema in ("chat", "sharegpt", "alpaca", "classification"):
+    for schema in DETECT_ORDER:
         if set(SCHEMA_FIELDS[schema][0]) <= names:
             return schema
     return None
+
+
+def _needs(schema: str) -> str:
+    return " + ".join(SCHEMA_FIELDS[schema][0])
+
+
+def row_schema(item: Any, file_schema: str) -> str:
+    """The schema of one row of a file whose schema was detected as `file_schema`: the file's when the
+    row has its fields, else another of the same family that it fits. A row that fits none is judged
+    by the schema whose fields it has some of (so its reason names what is missing), and a row with
+    none of any schema's fields is rejected as such."""
+    if not isinstance(item, dict):
+        return file_schema
+    present = {key for key, value in item.items() if value is not None}
+    fits = [s for s in DETECT_ORDER if set(SCHEMA_FIELDS[s][0]) <= present]
+    family = FAMILIES[file_schema]
+    if file_schema in fits:
+        return file_schema
+    same = [s for s in fits if FAMILIES[s] == family]
+    if same:
+        return same[0]
+    if fits:
+        raise RowError("other_schema", f"a {fits[0]} row ({_needs(fits[0])}) among {file_schema} rows: "
+                                       f"one file holds {family} rows or {FAMILIES[fits[0]]} rows, not both")
+    partly = [s for s in DETECT_ORDER if any(f in item for group in SCHEMA_FIELDS[s] for f in group)]
+    if file_schema in partly:
+        return file_schema
+    same = [s for s in partly if FAMILIES[s] == family]
+    if same:
+        return same[0]
+    found = ", ".join(sorted(map(str, item))[:12]) or "no fields"
+    raise RowError("no_schema", f"row fits no schema: it needs {' or '.join(_needs(s) for s in DETECT_ORDER)} "
+                                f"(found: {found})")
 
 
 def peek_schema(rows: Iterator[Row], name: str) -> tuple[str, Iterator[Row]]:

@@ -19,8 +19,9 @@ from pipeline.config import SourceConfig
 from pipeline.data.encoding import first_bad_byte
 from pipeline.data.ingest.readers import open_rows
 from pipeline.data.ingest.rows import Row, RowError, safe_raw, utf8_or_none
-from pipeline.data.ingest.schemas import check_columns, peek_schema, rename, schema_of_columns, to_record
-from pipeline.data.ingest.sources import detect_format, resolve_sources
+from pipeline.data.ingest.schemas import (check_columns, peek_schema, rename, row_schema, schema_of_columns,
+                                          to_record)
+from pipeline.data.ingest.sources import LinkReport, detect_format, resolve_sources
 from pipeline.data.rejects import check_reject_share, reject_record
 from pipeline.errors import HasatError
 
@@ -38,6 +39,7 @@ class FileStats:
     weight: float = 1.0
     reasons: Counter = field(default_factory=Counter)
     first_reject: dict = field(default_factory=dict)  # code -> source of its first row
+    schemas: Counter = field(default_factory=Counter)  # rows kept per schema (a file may mix chat kinds)
 
     @property
     def invalid(self) -> int:
@@ -47,6 +49,7 @@ class FileStats:
 @dataclass
 class IngestStats:
     files: dict = field(default_factory=dict)  # name -> FileStats
+    links: LinkReport = field(default_factory=LinkReport)  # symbolic link loops, dangling links, second paths
 
     def totals(self) -> dict:
         keys = ("read", "kept", "rejected", "sampled_out", "copies_added")
@@ -99,10 +102,13 @@ def _schema(spec: SourceConfig, name: str, columns: Optional[list[str]], rows: I
     return schema, rows
 
 
-def _record_of(row: Row, schema: str) -> dict:
-    """The row as a record, or RowError with the reason it is rejected."""
+def _record_of(row: Row, schema: str, per_row: bool) -> tuple[dict, str]:
+    """(the row as a record, its schema), or RowError with the reason it is rejected. `per_row`: the
+    file's schema was detected, so each row's is too (row_schema)."""
     if row.error:
         raise row.error
+    if per_row:
+        schema = row_schema(row.item, schema)
     try:
         record = to_record(row.item, row.source, schema)  # its id hashes the fields as UTF-8 JSON
         if _may_hold_surrogates(row.raw):
@@ -111,7 +117,7 @@ def _record_of(row: Row, schema: str) -> dict:
         bad = first_bad_byte(row.raw)
         raise RowError("undecodable_bytes",
                        f"undecodable {bad}" if bad else "text holds a lone surrogate (a broken \\u escape)") from None
-    return record
+    return record, schema
 
 
 def ingest_file(spec: SourceConfig, target: Path | str, sampler: Optional[Sampler], emit: Callable[[dict], None],
@@ -134,14 +140,18 @@ def ingest_file(spec: SourceConfig, target: Path | str, sampler: Optional[Sample
 
     rows = renamed(opened.rows) if mapping else opened.rows
     stats.schema, rows = _schema(spec, name, opened.columns, rows, mapping, seen_mapped)
+    per_row = spec.schema == "auto"
     for row in rows:
         stats.read += 1
         try:
-            record = _record_of(row, stats.schema)
+            record, schema = _record_of(row, stats.schema, per_row)
         except RowError as err:
             _reject(stats, reject, row.source, err.code, str(err), row.raw)
             continue
+        stats.schemas[schema] += 1
         _emit_sampled(stats, record, row, sampler, emit, reject)
+    if len(stats.schemas) > 1:
+        stats.schema = "+".join(sorted(stats.schemas))
     if stats.read == 0:
         raise HasatError(f"{name}: file is empty (no data rows)")
     if opened.columns is None and stats.read > stats.invalid:
@@ -195,7 +205,7 @@ def ingest_stream(root: str | Path, sources: list[SourceConfig], defaults: Sourc
                   max_reject_share: float = 1.0) -> IngestStats:
     """Read every source under `root` in order; rows go to `emit` / `reject` as they are read."""
     stats = IngestStats()
-    for spec, target in resolve_sources(root, sources, defaults):
+    for spec, target in resolve_sources(root, sources, defaults, stats.links):
         sampler = None
         if spec.weight is not None and spec.weight != 1.0:
             if spec.weight <= 0:
