@@ -10,13 +10,13 @@ raise HasatError naming the key, before any heavy work.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, get_args
+from typing import Any, List, Optional, get_args
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config import (CHOICES, CONF_DIR, CONFIG_GROUPS, PARAMS_FILE, PII_PLACEHOLDERS, HasatConfig, PiiKind,
-                             check_mc_template)
+                             check_mc_template, group_schema)
 from pipeline.errors import HasatError
 
 # (key, test, what it must be): checked after the merge, before any heavy work
@@ -33,6 +33,11 @@ BOUNDS = (
     ("eval.mc.max_questions", lambda v: v is None or v > 0, "must be positive or null"),
     ("eval.lm_eval.batch_size", lambda v: v > 0, "must be positive"),
 )
+
+# keys that moved: named in one line instead of "Key not in ..." (no silent second source)
+MOVED = {"task.system_prompt": "data.system_prompt", "eval.mc.path": "data.benchmark"}
+# mappings a command-line value replaces instead of merging into (a column mapping is one choice)
+REPLACED_BY_OVERRIDE = ("data.columns",)
 
 
 def _one_line(err: OmegaConfBaseException) -> str:
@@ -51,6 +56,10 @@ def _load_yaml(path: Path) -> DictConfig:
         raise HasatError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(loaded, DictConfig):
         raise HasatError(f"{path}: expected a mapping at the top level")
+    for old, new in MOVED.items():
+        if OmegaConf.select(loaded, old, default=None) is not None:
+            raise HasatError(f"{path}: config key '{old}' moved to '{new}' (the domain belongs to the data config; "
+                             "run `make params`)")
     return loaded
 
 
@@ -68,21 +77,47 @@ def _group_option(conf_dir: Path, group: str, option: str, item: str) -> DictCon
     return OmegaConf.create(OmegaConf.to_container(composed))
 
 
-def _override_layer(overrides: List[str], conf_dir: Path) -> List[DictConfig]:
-    layers = []
+def _apply_overrides(cfg: DictConfig, overrides: List[str], conf_dir: Path) -> DictConfig:
+    """Apply `key=value` and `group=option` in order. A group option replaces its whole section (its keys
+    on top of the schema's defaults, not on top of the previous option's, as in Hydra's composition);
+    a value for a key in REPLACED_BY_OVERRIDE replaces that mapping; any other value is merged."""
     for item in overrides:
         key, sep, value = item.partition("=")
         key = key.lstrip("+")
         if not sep or not key:
             raise HasatError(f"override '{item}': expected key=value (e.g. train.learning_rate=2e-4)")
+        if key in MOVED:
+            raise HasatError(f"override '{item}': config key '{key}' moved to '{MOVED[key]}' "
+                             "(the domain belongs to the data config)")
         if key in CONFIG_GROUPS:
-            layers.append(_group_option(conf_dir, key, value, item))
+            option = _group_option(conf_dir, key, value, item)
+            _replace(cfg, key, _merge(OmegaConf.structured(group_schema(key)), option[key]))
+            continue
+        try:
+            layer = OmegaConf.from_dotlist([f"{key}={value}"])
+        except OmegaConfBaseException as err:
+            raise HasatError(f"override '{item}': {_one_line(err)}") from None
+        if key in REPLACED_BY_OVERRIDE:
+            replacement = OmegaConf.select(layer, key)
+            _replace(cfg, key, OmegaConf.to_container(replacement) if isinstance(replacement, DictConfig)
+                     else replacement)
         else:
-            try:
-                layers.append(OmegaConf.from_dotlist([f"{key}={value}"]))
-            except OmegaConfBaseException as err:
-                raise HasatError(f"override '{item}': {_one_line(err)}") from None
-    return layers
+            cfg = _merge(cfg, layer)
+    return cfg
+
+
+def _merge(*configs: Any) -> DictConfig:
+    try:
+        return OmegaConf.merge(*configs)
+    except OmegaConfBaseException as err:
+        raise HasatError(_one_line(err)) from None
+
+
+def _replace(cfg: DictConfig, key: str, value: Any) -> None:
+    try:
+        OmegaConf.update(cfg, key, value, merge=False)
+    except OmegaConfBaseException as err:
+        raise HasatError(_one_line(err)) from None
 
 
 def _check_choices(cfg: DictConfig) -> None:
@@ -160,10 +195,7 @@ def load_config(overrides: Optional[List[str]] = None, params_file: str | Path =
                 conf_dir: str | Path = CONF_DIR) -> HasatConfig:
     """params.yaml + command-line overrides, validated. Returns a typed (structured) config."""
     schema = OmegaConf.structured(HasatConfig)
-    layers = [_load_yaml(Path(params_file))] + _override_layer(list(overrides or []), Path(conf_dir))
-    try:
-        cfg = OmegaConf.merge(schema, *layers)
-    except OmegaConfBaseException as err:
-        raise HasatError(_one_line(err)) from None
+    cfg = _merge(schema, _load_yaml(Path(params_file)))
+    cfg = _apply_overrides(cfg, list(overrides or []), Path(conf_dir))
     _check_choices(cfg)
     return cfg  # type: ignore[return-value]  # a DictConfig typed as HasatConfig

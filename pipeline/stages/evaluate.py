@@ -9,6 +9,7 @@ confusion matrices and its misclassified texts. Both write metrics/eval.json, an
 report, plots and per-item predictions, all also logged to the model's MLflow run.
 
     python -m pipeline.stages.evaluate [eval.max_new_tokens=128] [eval.max_examples=20] [eval.mc.enabled=false]
+        [data.benchmark=data/benchmarks/my_mc.jsonl]
 """
 
 from __future__ import annotations

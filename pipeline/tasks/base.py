@@ -81,6 +81,16 @@ class TaskReport:
         raise NotImplementedError
 
 
+def domain_tag(cfg: "HasatConfig") -> str:
+    """The data's domain as a model-card tag (`data.domain`: agriculture, news, ...)."""
+    return "-".join(cfg.data.domain.split()) or "general"
+
+
+def trained_on(cfg: "HasatConfig") -> str:
+    """What the model card says the model was trained on: `data.description`, or the data's name and domain."""
+    return cfg.data.description or f"the `{cfg.data.name}` data ({cfg.data.domain} domain)"
+
+
 def licence_front_matter(cfg: "HasatConfig") -> str:
     """`license:` for the card's metadata (Hub model-card convention); empty when the profile has none."""
     return f"license: {cfg.model.license}\n" if cfg.model.license else ""

@@ -19,7 +19,7 @@ class SftTraining(TaskTraining):
 
     def tokenize(self, cfg: HasatConfig, rows: list[dict], tokenizer: Any) -> Tokenized:
         t = cfg.task
-        result = tokenize_records(rows, tokenizer, t.prompt_format, t.system_prompt, t.train_on_inputs,
+        result = tokenize_records(rows, tokenizer, t.prompt_format, cfg.data.system_prompt, t.train_on_inputs,
                                   cfg.tokenize.max_seq_len, cfg.tokenize.truncation)
         stats = {**dict(result.counts), **length_stats(result.lengths),
                  "fertility_tokens_per_word": round(result.answer_tokens / max(1, result.answer_words), 3),
