@@ -176,8 +176,9 @@ class CleanConfig:
 
 @dataclass
 class TokenizeConfig:
-    max_seq_len: int = 384
+    max_seq_len: Any = 384  # tokens, or "auto" (checked by the loader: OmegaConf 2.3 types no Union)
     truncation: str = choice(Truncation, "drop")
+    max_drop_share: float = 0.05
 
 
 @dataclass

@@ -135,7 +135,8 @@ def _check_choices(cfg: DictConfig) -> None:
         raise HasatError("config keys 'split.val_size' + 'split.test_size' must leave rows for training")
     if cfg.model.source == "random" and cfg.model.random_init is None:
         raise HasatError("config key 'model.random_init': required when model.source is 'random'")
-    for dotted in ("tokenize.max_seq_len", "train.batch_size", "train.evals_per_epoch", "train.pack_length",
+    _check_tokenize(cfg)
+    for dotted in ("train.batch_size", "train.evals_per_epoch", "train.pack_length",
                    "train.num_processes", "eval.batch_size", "eval.max_new_tokens"):
         if OmegaConf.select(cfg, dotted) <= 0:
             raise HasatError(f"config key '{dotted}': must be positive")
@@ -167,6 +168,14 @@ def _check_data(cfg: DictConfig) -> None:
             raise HasatError(f"config key '{where}.delimiter': must be one character")
     if not 0.0 <= cfg.data.max_reject_share <= 1.0:
         raise HasatError("config key 'data.max_reject_share': must be between 0 and 1")
+
+
+def _check_tokenize(cfg: DictConfig) -> None:
+    length = cfg.tokenize.max_seq_len
+    if length != "auto" and (isinstance(length, bool) or not isinstance(length, int) or length <= 0):
+        raise HasatError(f"config key 'tokenize.max_seq_len': {length!r} must be a positive number of tokens or auto")
+    if not 0.0 <= cfg.tokenize.max_drop_share <= 1.0:
+        raise HasatError("config key 'tokenize.max_drop_share': must be between 0 and 1")
 
 
 def _check_clean(cfg: DictConfig) -> None:

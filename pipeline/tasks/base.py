@@ -42,7 +42,9 @@ class TaskTraining:
 
     kind: str
 
-    def tokenize(self, cfg: "HasatConfig", rows: list[dict], tokenizer: Any) -> Tokenized:
+    def tokenize(self, cfg: "HasatConfig", rows: list[dict], tokenizer: Any,
+                 context_length: Optional[int] = None) -> Tokenized:
+        """Rows -> examples; context_length (the model's, when known) caps `tokenize.max_seq_len: auto`."""
         raise NotImplementedError
 
     def training_model(self, cfg: "HasatConfig", base_dir: Path,
