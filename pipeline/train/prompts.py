@@ -202,7 +202,7 @@ def encode(record: dict, tokenizer, prompt_format: str, system_prompt: Optional[
            train_on_inputs: bool, max_seq_len: int, truncation: str) -> Encoded:
     """Encode one record within max_seq_len; raise ValueError (a reject reason) when it cannot be used."""
     enc = encode_full(record, tokenizer, prompt_format, system_prompt, train_on_inputs)
-    return fit_length(enc, record["source"], max_seq_len, truncation)
+    return fit_length(enc, record.get("source", "record"), max_seq_len, truncation)
 
 
 @dataclass
