@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 
 from pipeline import paths
-from pipeline.data.rejects import reject_record
 from pipeline.config import HasatConfig
+from pipeline.data.rejects import reject_record
 from pipeline.io import read_jsonl, write_json, write_jsonl
 from pipeline.stages._runner import run_stage
 from pipeline.tasks.training import training_for

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from pipeline.config import HasatConfig
-from pipeline.tasks.base import TaskTraining, Tokenized
 from pipeline.data.records import require_rows_of
+from pipeline.tasks.base import TaskTraining, Tokenized
 from pipeline.train.lengths import length_report, length_stats, length_summary
 from pipeline.train.modeling import load_saved
 from pipeline.train.prompts import tokenize_records
