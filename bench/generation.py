@@ -42,7 +42,7 @@ def test_prompts(cfg, tokenizer) -> list[list[int]]:
     c, t, k, s = cfg.clean, cfg.task, cfg.tokenize, cfg.split
     records = clean_records(ingest(REPO / cfg.data.path, cfg.data.format).records, c.unicode_form,
                             c.collapse_whitespace, c.drop_empty, c.drop_exact_duplicates).records
-    rows = tokenize_records(records, tokenizer, t.prompt_format, t.system_prompt, t.train_on_inputs, k.max_seq_len,
+    rows = tokenize_records(records, tokenizer, t.prompt_format, cfg.data.system_prompt, t.train_on_inputs, k.max_seq_len,
                             k.truncation).records
     test = split_records(rows, s.val_fraction, s.test_fraction, s.seed)["test"]
     return [r["input_ids"][: r["n_prompt_tokens"]] for r in test]

@@ -39,6 +39,9 @@ Distributed = Literal["ddp", "fsdp", "deepspeed"]
 ReportSort = Literal["finetuned_chrf", "delta_chrf"]
 PiiKind = Literal["email", "iban", "tckn", "phone"]
 
+# the system prompt of a data config that sets none: a Turkish assistant, no domain words
+GENERIC_SYSTEM_PROMPT = "Kısa ve doğru Türkçe yanıtlar veren yardımsever bir asistansın."
+
 # the placeholder each kind of personal data becomes (pipeline.data.pii masks them)
 PII_PLACEHOLDERS = {"email": "[EPOSTA]", "iban": "[IBAN]", "tckn": "[TCKN]", "phone": "[TELEFON]"}
 
@@ -54,7 +57,6 @@ def choice(literal: Any, default: str) -> Any:
 class TaskConfig:
     kind: str = choice(TaskKind, "sft")
     prompt_format: str = choice(PromptFormat, "chat_template")
-    system_prompt: Optional[str] = "Türkiye tarımı hakkında kısa ve doğru Türkçe yanıtlar veren bir asistansın."
     train_on_inputs: bool = False
     labels: Optional[List[str]] = None
     class_weights: bool = False
@@ -110,6 +112,11 @@ class DataConfig:
     sources: List[SourceConfig] = field(default_factory=list)
     sample_seed: int = 42
     max_reject_share: float = 0.5
+    # the domain lives with its data: a new data config needs nothing else (neutral defaults here)
+    domain: str = "general"  # a word for the model card's tags and text (agriculture, news, finance, ...)
+    description: Optional[str] = None  # the model card's "Trained on ..." phrase; null: built from name, domain
+    system_prompt: Optional[str] = GENERIC_SYSTEM_PROMPT  # instruction tuning; null: none
+    benchmark: Optional[str] = None  # a multiple-choice JSONL for evaluate (eval.mc); null: none
 
 
 @dataclass
@@ -173,8 +180,9 @@ class CleanConfig:
 
 @dataclass
 class TokenizeConfig:
-    max_seq_len: int = 384
+    max_seq_len: Any = 384  # tokens, or "auto" (checked by the loader: OmegaConf 2.3 types no Union)
     truncation: str = choice(Truncation, "drop")
+    max_drop_share: float = 0.05
 
 
 @dataclass
@@ -238,8 +246,7 @@ class BootstrapConfig:
 
 @dataclass
 class MultipleChoiceConfig:
-    enabled: bool = True
-    path: str = "data/benchmarks/tarim_mc/sorular.jsonl"
+    enabled: bool = True  # scores data.benchmark when the data config names one
     template: str = "Soru: {question}\nCevap:"
     batch_size: int = 16
     max_questions: Optional[int] = None
@@ -329,6 +336,11 @@ class HasatConfig:
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+
+
+def group_schema(group: str) -> type:
+    """The dataclass of a config group's section (`data` -> DataConfig)."""
+    return next(f.default_factory for f in fields(HasatConfig) if f.name == group)  # type: ignore[return-value]
 
 
 def _choices(schema: type, prefix: str = "") -> dict[str, tuple[str, ...]]:

@@ -10,13 +10,13 @@ raise HasatError naming the key, before any heavy work.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, get_args
+from typing import Any, List, Optional, get_args
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config import (CHOICES, CONF_DIR, CONFIG_GROUPS, PARAMS_FILE, PII_PLACEHOLDERS, HasatConfig, PiiKind,
-                             check_mc_template)
+                             check_mc_template, group_schema)
 from pipeline.errors import HasatError
 
 # (key, test, what it must be): checked after the merge, before any heavy work
@@ -41,6 +41,11 @@ BOUNDS = (
     ("serve.batch_wait_ms", lambda v: v >= 0, "must be 0 or more"),
 )
 
+# keys that moved: named in one line instead of "Key not in ..." (no silent second source)
+MOVED = {"task.system_prompt": "data.system_prompt", "eval.mc.path": "data.benchmark"}
+# mappings a command-line value replaces instead of merging into (a column mapping is one choice)
+REPLACED_BY_OVERRIDE = ("data.columns",)
+
 
 def _one_line(err: OmegaConfBaseException) -> str:
     """OmegaConf errors are multi-line; keep the message and the full key it names."""
@@ -58,6 +63,10 @@ def _load_yaml(path: Path) -> DictConfig:
         raise HasatError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(loaded, DictConfig):
         raise HasatError(f"{path}: expected a mapping at the top level")
+    for old, new in MOVED.items():
+        if OmegaConf.select(loaded, old, default=None) is not None:
+            raise HasatError(f"{path}: config key '{old}' moved to '{new}' (the domain belongs to the data config; "
+                             "run `make params`)")
     return loaded
 
 
@@ -75,8 +84,10 @@ def _group_option(conf_dir: Path, group: str, option: str, item: str) -> DictCon
     return OmegaConf.create(OmegaConf.to_container(composed))
 
 
-def _override_layer(overrides: List[str], conf_dir: Path) -> List[DictConfig]:
-    layers = []
+def _apply_overrides(cfg: DictConfig, overrides: List[str], conf_dir: Path) -> DictConfig:
+    """Apply `key=value` and `group=option` in order. A group option replaces its whole section (its keys
+    on top of the schema's defaults, not on top of the previous option's, as in Hydra's composition);
+    a value for a key in REPLACED_BY_OVERRIDE replaces that mapping; any other value is merged."""
     for item in overrides:
         if item.startswith("-"):
             raise HasatError(f"unknown option '{item}': a stage takes key=value overrides, and --help")
@@ -84,14 +95,38 @@ def _override_layer(overrides: List[str], conf_dir: Path) -> List[DictConfig]:
         key = key.lstrip("+")
         if not sep or not key:
             raise HasatError(f"override '{item}': expected key=value (e.g. train.learning_rate=2e-4)")
+        if key in MOVED:
+            raise HasatError(f"override '{item}': config key '{key}' moved to '{MOVED[key]}' "
+                             "(the domain belongs to the data config)")
         if key in CONFIG_GROUPS:
-            layers.append(_group_option(conf_dir, key, value, item))
+            option = _group_option(conf_dir, key, value, item)
+            _replace(cfg, key, _merge(OmegaConf.structured(group_schema(key)), option[key]))
+            continue
+        try:
+            layer = OmegaConf.from_dotlist([f"{key}={value}"])
+        except OmegaConfBaseException as err:
+            raise HasatError(f"override '{item}': {_one_line(err)}") from None
+        if key in REPLACED_BY_OVERRIDE:
+            replacement = OmegaConf.select(layer, key)
+            _replace(cfg, key, OmegaConf.to_container(replacement) if isinstance(replacement, DictConfig)
+                     else replacement)
         else:
-            try:
-                layers.append(OmegaConf.from_dotlist([f"{key}={value}"]))
-            except OmegaConfBaseException as err:
-                raise HasatError(f"override '{item}': {_one_line(err)}") from None
-    return layers
+            cfg = _merge(cfg, layer)
+    return cfg
+
+
+def _merge(*configs: Any) -> DictConfig:
+    try:
+        return OmegaConf.merge(*configs)
+    except OmegaConfBaseException as err:
+        raise HasatError(_one_line(err)) from None
+
+
+def _replace(cfg: DictConfig, key: str, value: Any) -> None:
+    try:
+        OmegaConf.update(cfg, key, value, merge=False)
+    except OmegaConfBaseException as err:
+        raise HasatError(_one_line(err)) from None
 
 
 def _check_choices(cfg: DictConfig) -> None:
@@ -109,7 +144,8 @@ def _check_choices(cfg: DictConfig) -> None:
         raise HasatError("config keys 'split.val_size' + 'split.test_size' must leave rows for training")
     if cfg.model.source == "random" and cfg.model.random_init is None:
         raise HasatError("config key 'model.random_init': required when model.source is 'random'")
-    for dotted in ("tokenize.max_seq_len", "train.batch_size", "train.evals_per_epoch", "train.pack_length",
+    _check_tokenize(cfg)
+    for dotted in ("train.batch_size", "train.evals_per_epoch", "train.pack_length",
                    "train.num_processes", "eval.batch_size", "eval.max_new_tokens"):
         if OmegaConf.select(cfg, dotted) <= 0:
             raise HasatError(f"config key '{dotted}': must be positive")
@@ -143,6 +179,14 @@ def _check_data(cfg: DictConfig) -> None:
         raise HasatError("config key 'data.max_reject_share': must be between 0 and 1")
 
 
+def _check_tokenize(cfg: DictConfig) -> None:
+    length = cfg.tokenize.max_seq_len
+    if length != "auto" and (isinstance(length, bool) or not isinstance(length, int) or length <= 0):
+        raise HasatError(f"config key 'tokenize.max_seq_len': {length!r} must be a positive number of tokens or auto")
+    if not 0.0 <= cfg.tokenize.max_drop_share <= 1.0:
+        raise HasatError("config key 'tokenize.max_drop_share': must be between 0 and 1")
+
+
 def _check_clean(cfg: DictConfig) -> None:
     c = cfg.clean
     unknown = [kind for kind in c.pii.kinds if kind not in get_args(PiiKind)]
@@ -172,10 +216,7 @@ def load_config(overrides: Optional[List[str]] = None, params_file: str | Path =
                 conf_dir: str | Path = CONF_DIR) -> HasatConfig:
     """params.yaml + command-line overrides, validated. Returns a typed (structured) config."""
     schema = OmegaConf.structured(HasatConfig)
-    layers = [_load_yaml(Path(params_file))] + _override_layer(list(overrides or []), Path(conf_dir))
-    try:
-        cfg = OmegaConf.merge(schema, *layers)
-    except OmegaConfBaseException as err:
-        raise HasatError(_one_line(err)) from None
+    cfg = _merge(schema, _load_yaml(Path(params_file)))
+    cfg = _apply_overrides(cfg, list(overrides or []), Path(conf_dir))
     _check_choices(cfg)
     return cfg  # type: ignore[return-value]  # a DictConfig typed as HasatConfig

@@ -97,11 +97,15 @@ def test_sources_override_is_typed():
 
 
 def test_dataclass_defaults_are_the_default_composition_of_conf():
-    """The dataclasses are the schema: their defaults must be what conf/'s defaults compose to."""
+    """The dataclasses are the schema: their defaults must be what conf/'s defaults compose to. The
+    domain keys conf/config.yaml sets for every data config are the exception that proves it: their
+    default is that neutral value (what a new data config gets), which the default data option overrides."""
     from pipeline.config import HasatConfig, flatten
 
     defaults = flatten(OmegaConf.structured(HasatConfig))
-    composed = flatten(OmegaConf.load(REPO / "params.yaml"))
+    neutral = flatten(OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "config.yaml").data), "data.")
+    assert set(neutral) == {"data.domain", "data.description", "data.system_prompt", "data.benchmark"}
+    composed = {**flatten(OmegaConf.load(REPO / "params.yaml")), **neutral}
     differ = {k: (defaults.get(k), composed.get(k)) for k in set(defaults) | set(composed)
               if defaults.get(k, "<missing>") != composed.get(k, "<missing>")}
     assert differ == {}

@@ -41,10 +41,10 @@ def configure(root: Path) -> None:
         for key, value in values.items():
             OmegaConf.update(cfg, key, value)
         text = OmegaConf.to_yaml(cfg)
-        if rel == "config.yaml":  # keep the defaults list first, as Hydra expects
-            text = "defaults:\n" + "".join(f"  - {d}\n" for d in ["task: sft", "model: tiny_random",
-                   "data: tarim_sft", "train: lora", "eval: default", "_self_"]) + \
-                   OmegaConf.to_yaml({k: v for k, v in OmegaConf.to_container(cfg).items() if k != "defaults"})
+        if rel == "config.yaml":  # keep the defaults list first and in its order (_self_ first), as Hydra expects
+            defaults = OmegaConf.to_container(cfg)["defaults"]
+            text = OmegaConf.to_yaml({"defaults": defaults}) + \
+                OmegaConf.to_yaml({k: v for k, v in OmegaConf.to_container(cfg).items() if k != "defaults"})
         (root / "conf" / rel).write_text(text)
 
 

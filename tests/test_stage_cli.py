@@ -175,7 +175,7 @@ def test_multiple_choice_file_with_a_bad_row(workdir, tiny_model_dir, bad, expec
     mc_file = workdir / "mc.jsonl"
     mc_file.write_text(json.dumps(good, ensure_ascii=False) + "\n" + json.dumps({**good, "id": "q2", **bad}) + "\n",
                        encoding="utf-8")
-    result = run_stage_cli("pipeline.stages.evaluate", f"eval.mc.path={mc_file}", cwd=workdir)
+    result = run_stage_cli("pipeline.stages.evaluate", f"data.benchmark={mc_file}", cwd=workdir)
     assert result.returncode == 2
     assert error_lines(result) == [f"hasat evaluate: error: {mc_file}:2: {expected}"]
     assert not (workdir / "metrics").exists() and not (workdir / "reports").exists()

@@ -15,12 +15,40 @@ from __future__ import annotations
 from typing import Iterator, Mapping, Optional
 
 from pipeline.data.turkish import normalise_for_match
+from pipeline.errors import HasatError
 
 ROLES = ("system", "user", "assistant")
 
 
 def is_chat(record: dict) -> bool:
     return "messages" in record
+
+
+def row_kind(record: dict) -> Optional[str]:
+    """The task kind a record is for: 'sft' (instruction/output or chat), 'classification' (text/label)."""
+    if "messages" in record or "instruction" in record:
+        return "sft"
+    if "text" in record and "label" in record:
+        return "classification"
+    return None
+
+
+ROW_SHAPES = {"sft": "instruction/output or chat rows", "classification": "text/label rows"}
+
+
+def require_rows_of(rows: list[dict], kind: str) -> None:
+    """One line naming the task the data needs when a row does not fit task.kind."""
+    for row in rows:
+        found = row_kind(row)
+        if found == kind:
+            continue
+        where = row.get("source", "the data")
+        if found:
+            raise HasatError(f"{where}: the data has {ROW_SHAPES[found]}: run with task={found} "
+                             f"(task.kind={kind} needs {ROW_SHAPES[kind]})")
+        raise HasatError(f"{where}: task.kind={kind} needs {ROW_SHAPES[kind]}, this row has fields "
+                         f"{', '.join(sorted(k for k in row if k not in ('id', 'source', 'meta'))) or 'none'} "
+                         "(check data.schema and data.columns)")
 
 
 def user_text(instruction: str, input_text: str) -> str:

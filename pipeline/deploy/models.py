@@ -41,7 +41,7 @@ class LoadedModel:
 
 def serving_info(cfg: HasatConfig, kind: str, labels: Optional[list[str]] = None) -> dict:
     """What export writes beside the weights (and into the MLflow model's metadata)."""
-    return {"task": kind, "prompt_format": cfg.task.prompt_format, "system_prompt": cfg.task.system_prompt,
+    return {"task": kind, "prompt_format": cfg.task.prompt_format, "system_prompt": cfg.data.system_prompt,
             "labels": list(labels or []), "model": cfg.model.name, "data": cfg.data.name}
 
 
@@ -113,5 +113,5 @@ def load(cfg: HasatConfig, spec: str) -> LoadedModel:
     labels = [config.id2label[i] for i in sorted(config.id2label)] if kind == "classification" else []
     return LoadedModel(name=name, kind=kind, tokenizer=tokenizer, model=model,
                        prompt_format=info.get("prompt_format") or cfg.task.prompt_format,
-                       system_prompt=info.get("system_prompt", cfg.task.system_prompt), labels=labels,
+                       system_prompt=info.get("system_prompt", cfg.data.system_prompt), labels=labels,
                        source=info.get("uri") or str(folder))

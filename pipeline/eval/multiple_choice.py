@@ -81,7 +81,7 @@ def load_questions(path: str | Path) -> list[Question]:
     """Read and validate the benchmark; a bad row stops with `file:line: what is wrong`."""
     path = Path(path)
     if not path.is_file():
-        raise HasatError(f"{path}: multiple-choice file not found (eval.mc.path; set eval.mc.enabled=false to skip)")
+        raise HasatError(f"{path}: multiple-choice file not found (data.benchmark; set it to null or eval.mc.enabled=false to skip)")
     questions, seen = [], {}
     with path.open(encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, start=1):

@@ -9,6 +9,7 @@ confusion matrices and its misclassified texts. Both write metrics/eval.json, an
 report, plots and per-item predictions, all also logged to the model's MLflow run.
 
     python -m pipeline.stages.evaluate [eval.max_new_tokens=128] [eval.max_examples=20] [eval.mc.enabled=false]
+        [data.benchmark=data/benchmarks/my_mc.jsonl]
 """
 
 from __future__ import annotations
@@ -29,12 +30,12 @@ log = logging.getLogger("hasat")
 HELP = StageHelp(
     __doc__,
     reads=[f"{paths.BASE_MODEL}/", f"{paths.FINETUNED}/", str(paths.TEST_SPLIT),
-           f"{paths.TRAIN_SPLIT} (classification baselines)", "eval.mc.path (the multiple-choice benchmark)"],
+           f"{paths.TRAIN_SPLIT} (classification baselines)", "data/benchmarks/ (data.benchmark: the multiple-choice benchmark, if the data config names one)"],
     writes=[str(paths.stats("eval")), str(paths.PREDICTIONS), str(paths.MC_PREDICTIONS), str(paths.REVIEW),
             f"{paths.PLOTS}/", str(paths.ITEM_CHRF), *map(str, paths.MC_CONFUSION.values()), str(paths.CONFUSION),
             "the model's MLflow run (eval/)"],
     keys=["seed", "task.kind", "eval.max_examples", "eval.max_new_tokens", "eval.batch_size", "eval.do_sample",
-          "eval.repetition_penalty", "eval.mc.enabled", "eval.mc.path", "eval.bootstrap.resamples",
+          "eval.repetition_penalty", "eval.mc.enabled", "data.benchmark", "eval.bootstrap.resamples",
           "eval.bootstrap.confidence"],
 )
 

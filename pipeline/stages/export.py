@@ -38,7 +38,8 @@ HELP = StageHelp(
     writes=[f"{paths.EXPORT}/ (merged model, tokenizer, model card README.md, licence notices, hasat.json)",
             "the model's MLflow run (model_card/, data/report.html)",
             "with export.log_model: the merged model logged and registered in MLflow, alias challenger"],
-    keys=["task.kind", "export.dtype", "export.log_model", "registry.enabled", "registry.model_name"],
+    keys=["task.kind", "data.name", "data.domain", "data.description", "data.system_prompt", "export.dtype",
+          "export.log_model", "registry.enabled", "registry.model_name"],
 )
 
 

@@ -42,7 +42,9 @@ class TaskTraining:
 
     kind: str
 
-    def tokenize(self, cfg: "HasatConfig", rows: list[dict], tokenizer: Any) -> Tokenized:
+    def tokenize(self, cfg: "HasatConfig", rows: list[dict], tokenizer: Any,
+                 context_length: Optional[int] = None) -> Tokenized:
+        """Rows -> examples; context_length (the model's, when known) caps `tokenize.max_seq_len: auto`."""
         raise NotImplementedError
 
     def training_model(self, cfg: "HasatConfig", base_dir: Path,
@@ -85,6 +87,16 @@ class TaskReport:
     def check_export(self, folder: Path) -> None:
         """The promise of the export: plain `from_pretrained` (and the task's pipeline) works on it."""
         raise NotImplementedError
+
+
+def domain_tag(cfg: "HasatConfig") -> str:
+    """The data's domain as a model-card tag (`data.domain`: agriculture, news, ...)."""
+    return "-".join(cfg.data.domain.split()) or "general"
+
+
+def trained_on(cfg: "HasatConfig") -> str:
+    """What the model card says the model was trained on: `data.description`, or the data's name and domain."""
+    return cfg.data.description or f"the `{cfg.data.name}` data ({cfg.data.domain} domain)"
 
 
 def licence_front_matter(cfg: "HasatConfig") -> str:

@@ -3,7 +3,9 @@ non-pad token is pooled, as GPT2/LlamaForSequenceClassification do), class-weigh
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
+from contextlib import contextmanager
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -11,6 +13,8 @@ import torch
 from pipeline.data.records import balanced_class_weights
 from pipeline.errors import HasatError
 from pipeline.train.trainer import TaskData
+
+log = logging.getLogger("hasat")
 
 
 def class_weights(rows: list[dict], labels: Sequence[str]) -> list[float]:
@@ -24,15 +28,47 @@ def class_weights(rows: list[dict], labels: Sequence[str]) -> list[float]:
 
 
 def sequence_classifier(base_dir, labels: Sequence[str], dtype=None):
-    """The causal base with a fresh classification head; pad token set so pooling finds the last token."""
+    """The causal base with a fresh classification head; pad token set so pooling finds the last token.
+
+    The head is missing from the causal checkpoint by design: finetune trains it, and evaluate/export
+    restore the trained one from the adapter right after. transformers' load report ("score.weight
+    MISSING ... train on your downstream task") is kept back for that head only; anything else it
+    would report (other missing, unexpected or mismatched weights) is still logged."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        base_dir, num_labels=len(labels), id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)}, dtype=dtype or "auto")
+    with _load_report_held_back():
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            base_dir, num_labels=len(labels), id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)}, dtype=dtype or "auto", output_loading_info=True)
+    unexpected = load_problems(model, info)
+    if unexpected:
+        log.warning("loading %s as a classifier: %s", base_dir, "; ".join(unexpected))
     model.config.pad_token_id = tokenizer.pad_token_id
     return tokenizer, model
+
+
+@contextmanager
+def _load_report_held_back():
+    """transformers logs its load report as one warning of modeling_utils' logger; hold it back here."""
+    logger = logging.getLogger("transformers.modeling_utils")
+    held_back = lambda record: "LOAD REPORT" not in record.getMessage()
+    logger.addFilter(held_back)
+    try:
+        yield
+    finally:
+        logger.removeFilter(held_back)
+
+
+def load_problems(model, info: dict) -> list[str]:
+    """What the load report says beyond the new head (the modules outside the base model, e.g. `score`)."""
+    heads = tuple(f"{name}." for name, _ in model.named_children() if name != model.base_model_prefix)
+    missing = sorted(k for k in info["missing_keys"] if not k.startswith(heads))
+    problems = [f"{what}: {', '.join(sorted(map(str, keys)))}" for what, keys in
+                (("missing", missing), ("unexpected", info["unexpected_keys"]),
+                 ("mismatched", [k[0] if isinstance(k, tuple) else k for k in info["mismatched_keys"]]),
+                 ("errors", info["error_msgs"])) if keys]
+    return problems
 
 
 def weighted_loss(weights: Optional[list[float]]):

@@ -183,6 +183,15 @@ def require_model_folder(folder: str | Path) -> Path:
     return folder
 
 
+def context_length(folder: str | Path) -> int | None:
+    """The saved model's context length in tokens (its config's max_position_embeddings), None if it has none."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(require_model_folder(folder))
+    config = getattr(config, "text_config", None) or config
+    return getattr(config, "max_position_embeddings", None)
+
+
 def load_saved(folder: str | Path, dtype: torch.dtype | None = None, quantization_config=None):
     """(tokenizer, model) from a folder written by `save_model_folder` (optionally quantised, CUDA)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

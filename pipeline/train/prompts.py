@@ -14,14 +14,14 @@ with and without `### Input:`), `phi3` (`<|User|>` / `<|Assistant|>`), `chatml`,
 
 from __future__ import annotations
 
-import statistics
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Optional, get_args
+from typing import Optional, Union, get_args
 
 from pipeline.config import PromptFormat
-from pipeline.errors import HasatError
 from pipeline.data.records import is_chat, messages_of, prompt_text_of, reference_of
+from pipeline.errors import HasatError
+from pipeline.train.lengths import check_drop_share, resolve_max_seq_len
 
 IGNORE_INDEX = -100
 PROMPT_FORMATS = get_args(PromptFormat)
@@ -167,9 +167,9 @@ class Encoded:
     trained_turns: int
 
 
-def encode(record: dict, tokenizer, prompt_format: str, system_prompt: Optional[str],
-           train_on_inputs: bool, max_seq_len: int, truncation: str) -> Encoded:
-    """Encode one record; raise ValueError (a reject reason) when it cannot be used as configured."""
+def encode_full(record: dict, tokenizer, prompt_format: str, system_prompt: Optional[str],
+                train_on_inputs: bool) -> Encoded:
+    """Encode one record at its full length; raise ValueError (a reject reason) when it cannot be formatted."""
     segments = conversation_segments(record, tokenizer, prompt_format, system_prompt)
     last_trained = max(i for i, s in enumerate(segments) if s.trained)
     input_ids: list[int] = []
@@ -180,17 +180,29 @@ def encode(record: dict, tokenizer, prompt_format: str, system_prompt: Optional[
             n_prompt_tokens = len(input_ids)
         input_ids += ids
         labels += ids if trained or train_on_inputs else [IGNORE_INDEX] * len(ids)
-    truncated = False
-    if len(input_ids) > max_seq_len:
-        if truncation == "error":
-            raise HasatError(f"{record['source']}: {len(input_ids)} tokens > tokenize.max_seq_len={max_seq_len} "
-                             "(tokenize.truncation=error)")
-        if truncation == "drop":
-            raise ValueError(f"too long: {len(input_ids)} tokens > max_seq_len {max_seq_len}")
-        if n_prompt_tokens >= max_seq_len:
-            raise ValueError(f"too long: prompt alone is {n_prompt_tokens} tokens >= max_seq_len {max_seq_len}")
-        input_ids, labels, truncated = input_ids[:max_seq_len], labels[:max_seq_len], True
-    return Encoded(input_ids, labels, n_prompt_tokens, truncated, sum(s.trained for s in segments))
+    return Encoded(input_ids, labels, n_prompt_tokens, False, sum(s.trained for s in segments))
+
+
+def fit_length(enc: Encoded, source: str, max_seq_len: int, truncation: str) -> Encoded:
+    """The encoded record within max_seq_len as `truncation` says; ValueError (a reject reason) to drop it."""
+    if len(enc.input_ids) <= max_seq_len:
+        return enc
+    if truncation == "error":
+        raise HasatError(f"{source}: {len(enc.input_ids)} tokens > tokenize.max_seq_len={max_seq_len} "
+                         "(tokenize.truncation=error)")
+    if truncation == "drop":
+        raise ValueError(f"too long: {len(enc.input_ids)} tokens > max_seq_len {max_seq_len}")
+    if enc.n_prompt_tokens >= max_seq_len:
+        raise ValueError(f"too long: prompt alone is {enc.n_prompt_tokens} tokens >= max_seq_len {max_seq_len}")
+    return Encoded(enc.input_ids[:max_seq_len], enc.labels[:max_seq_len], enc.n_prompt_tokens, True,
+                   enc.trained_turns)
+
+
+def encode(record: dict, tokenizer, prompt_format: str, system_prompt: Optional[str],
+           train_on_inputs: bool, max_seq_len: int, truncation: str) -> Encoded:
+    """Encode one record within max_seq_len; raise ValueError (a reject reason) when it cannot be used."""
+    enc = encode_full(record, tokenizer, prompt_format, system_prompt, train_on_inputs)
+    return fit_length(enc, record.get("source", "record"), max_seq_len, truncation)
 
 
 @dataclass
@@ -198,21 +210,41 @@ class TokenizeResult:
     records: list[dict] = field(default_factory=list)
     rejects: list[dict] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
-    lengths: list[int] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)  # of the rows kept, after truncation
+    full_lengths: list[int] = field(default_factory=list)  # of every formattable row, before the length limit
+    max_seq_len: int = 0  # the limit applied (`auto` resolved)
     answer_words: int = 0
     answer_tokens: int = 0
 
 
+def _reject(record: dict, reason: str) -> dict:
+    """The stage writes it through pipeline.data.rejects (not imported here: finetune imports this module)."""
+    return {"source": record["source"], "reason": reason, "id": record["id"],
+            "raw": {k: v for k, v in record.items() if k not in ("id", "source")}}
+
+
 def tokenize_records(records: list[dict], tokenizer, prompt_format: str, system_prompt: Optional[str],
-                     train_on_inputs: bool, max_seq_len: int, truncation: str) -> TokenizeResult:
+                     train_on_inputs: bool, max_seq_len: Union[int, str], truncation: str,
+                     max_drop_share: float = 1.0, context_length: Optional[int] = None) -> TokenizeResult:
+    """Encode every record, then apply the length limit (`auto`: the one that keeps 1 - max_drop_share of
+    the rows, capped by context_length); stop when the limit drops more than max_drop_share of them."""
     result = TokenizeResult()
     result.counts["rows_in"] = len(records)
+    encoded = []
     for record in records:
         try:
-            enc = encode(record, tokenizer, prompt_format, system_prompt, train_on_inputs, max_seq_len, truncation)
+            encoded.append((record, encode_full(record, tokenizer, prompt_format, system_prompt, train_on_inputs)))
         except ValueError as err:
-            result.counts["dropped_too_long" if str(err).startswith("too long") else "dropped_unformattable"] += 1
-            result.rejects.append({"source": record["source"], "reason": str(err), "id": record["id"]})
+            result.counts["dropped_unformattable"] += 1
+            result.rejects.append(_reject(record, str(err)))
+    result.full_lengths = [len(enc.input_ids) for _, enc in encoded]
+    result.max_seq_len = resolve_max_seq_len(max_seq_len, result.full_lengths, max_drop_share, context_length)
+    for record, full in encoded:
+        try:
+            enc = fit_length(full, record["source"], result.max_seq_len, truncation)
+        except ValueError as err:
+            result.counts["dropped_too_long"] += 1
+            result.rejects.append(_reject(record, str(err)))
             continue
         result.counts["truncated"] += enc.truncated
         result.counts["trained_turns"] += enc.trained_turns
@@ -225,17 +257,6 @@ def tokenize_records(records: list[dict], tokenizer, prompt_format: str, system_
                                "input_ids": enc.input_ids, "labels": enc.labels,
                                "n_prompt_tokens": enc.n_prompt_tokens, "truncated": enc.truncated})
     result.counts["rows_out"] = len(result.records)
+    check_drop_share(result.counts["dropped_too_long"], result.full_lengths, result.max_seq_len, max_drop_share,
+                     context_length)
     return result
-
-
-def length_stats(lengths: list[int]) -> dict:
-    if not lengths:
-        return {}
-    ordered = sorted(lengths)
-    return {
-        "tokens_total": sum(ordered),
-        "tokens_mean": round(statistics.fmean(ordered), 1),
-        "tokens_p50": ordered[len(ordered) // 2],
-        "tokens_p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
-        "tokens_max": ordered[-1],
-    }

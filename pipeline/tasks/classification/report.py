@@ -17,8 +17,8 @@ from pipeline.eval.compare import numeric_leaves
 from pipeline.eval.plots import classification_plots
 from pipeline.eval.review import render_classification
 from pipeline.io import atomic_path, read_json, read_jsonl, write_json, write_jsonl
-from pipeline.tasks.base import (Evaluation, TaskReport, licence_front_matter, licence_section, params_table,
-                                 write_item_chrf)
+from pipeline.tasks.base import (Evaluation, TaskReport, domain_tag, licence_front_matter, licence_section,
+                                 params_table, trained_on, write_item_chrf)
 from pipeline.tasks.classification.train import check_labels
 from pipeline.tasks.training import load_finetuned
 from pipeline.train.modeling import device
@@ -127,7 +127,7 @@ def classifier_card(cfg: HasatConfig, metrics: dict, folder: Path) -> str:
 language: tr
 library_name: transformers
 pipeline_tag: text-classification
-tags: [hasat, turkish, text-classification, {cfg.train.method}]
+tags: [hasat, turkish, text-classification, {domain_tag(cfg)}, {cfg.train.method}]
 {licence_front_matter(cfg)}---
 # {cfg.model.name} text classifier fine-tuned on {cfg.data.name} (hasat)
 
@@ -138,7 +138,7 @@ Classes ({len(metrics["labels"])}, `config.id2label` holds the order): {labels}.
 ```python
 from transformers import pipeline
 classify = pipeline("text-classification", model="{folder}")
-classify("Konya'da buğday hasadı başladı; verim geçen yıldan yüzde 8 yüksek.")
+classify("Sınıflandırılacak Türkçe metin")
 ```
 
 ## Test-split results ({metrics['test_rows']} texts; baselines trained on the same {metrics['train_rows']} texts)
@@ -157,6 +157,6 @@ classify("Konya'da buğday hasadı başladı; verim geçen yıldan yüzde 8 yük
 
 ## Limitations
 
-Trained on a small set of short, fictional Turkish news texts; expect errors on long articles,
-other registers and topics outside the classes above.
+Trained on {trained_on(cfg)}; expect errors on longer texts, other registers and topics outside
+the classes above.
 """

@@ -12,7 +12,8 @@ from pipeline.errors import HasatError
 from pipeline.tasks.base import TaskTraining, Tokenized
 from pipeline.train.classifier import class_weights, classification_data, sequence_classifier, weighted_loss
 from pipeline.train.modeling import require_model_folder
-from pipeline.train.prompts import length_stats
+from pipeline.data.records import require_rows_of
+from pipeline.train.lengths import length_report, length_stats, length_summary, resolve_max_seq_len
 from pipeline.train.trainer import TaskData
 
 
@@ -32,14 +33,19 @@ def check_labels(rows: list[dict], labels: Sequence[str], where: str) -> None:
                              f"(known: {', '.join(labels)})")
 
 
-def encode_texts(rows: list[dict], tokenizer, labels: Sequence[str], max_seq_len: int) -> tuple[list[dict], int]:
-    """Token ids of each text (no EOS: with pad == eos it would be pooled as padding) and its label id.
+def token_ids(rows: list[dict], tokenizer) -> list[list[int]]:
+    """Token ids of each text (no EOS: with pad == eos it would be pooled as padding)."""
+    return [tokenizer(row["text"], add_special_tokens=True)["input_ids"] for row in rows]
+
+
+def encode_texts(rows: list[dict], tokenizer, labels: Sequence[str], max_seq_len: int,
+                 ids_of_rows: Optional[list[list[int]]] = None) -> tuple[list[dict], int]:
+    """Token ids of each text (`ids_of_rows` when already tokenized) and its label id.
 
     Returns (encoded rows, number of texts truncated to max_seq_len)."""
     label_id = {label: i for i, label in enumerate(labels)}
     encoded, truncated = [], 0
-    for row in rows:
-        ids = tokenizer(row["text"], add_special_tokens=True)["input_ids"]
+    for row, ids in zip(rows, ids_of_rows if ids_of_rows is not None else token_ids(rows, tokenizer)):
         if len(ids) > max_seq_len:
             ids, truncated = ids[:max_seq_len], truncated + 1
         encoded.append({**row, "input_ids": ids, "label_id": label_id[str(row["label"])]})
@@ -49,24 +55,25 @@ def encode_texts(rows: list[dict], tokenizer, labels: Sequence[str], max_seq_len
 class ClassificationTraining(TaskTraining):
     kind = "classification"
 
-    def tokenize(self, cfg: HasatConfig, rows: list[dict], tokenizer: Any) -> Tokenized:
-        missing = next((r["source"] for r in rows if "text" not in r or "label" not in r), None)
-        if missing:
-            raise HasatError(f"{missing}: task.kind=classification needs rows with 'text' and 'label' "
-                             "(check data.* and the column mapping)")
+    def tokenize(self, cfg: HasatConfig, rows: list[dict], tokenizer: Any,
+                 context_length: Optional[int] = None) -> Tokenized:
+        require_rows_of(rows, "classification")
         blank = next((r["source"] for r in rows if not str(r["label"]).strip()), None)
         if blank:
             raise HasatError(f"{blank}: blank label (set clean.drop_empty=true to quarantine such rows, or fill it in)")
         labels = label_list(rows, cfg.task.labels)
         check_labels(rows, labels, "the data")
-        max_len = cfg.tokenize.max_seq_len
-        encoded, truncated = encode_texts(rows, tokenizer, labels, max_len)
+        k = cfg.tokenize
+        ids_of_rows = token_ids(rows, tokenizer)
+        full_lengths = [len(ids) for ids in ids_of_rows]
+        max_len = resolve_max_seq_len(k.max_seq_len, full_lengths, k.max_drop_share, context_length)
+        encoded, truncated = encode_texts(rows, tokenizer, labels, max_len, ids_of_rows)
+        lengths = length_report(full_lengths, k.max_seq_len, max_len, 0, truncated, k.max_drop_share, context_length)
         stats = {"rows_in": len(rows), "rows_out": len(encoded), "truncated": truncated,
                  **length_stats([len(r["input_ids"]) for r in encoded]), "labels": labels,
-                 "rows_by_label": {label: sum(r["label"] == label for r in encoded) for label in labels},
-                 "max_seq_len": max_len}
+                 "rows_by_label": {label: sum(r["label"] == label for r in encoded) for label in labels}, **lengths}
         summary = (f"tokenize: {len(encoded)} texts, {len(labels)} labels, {truncated} truncated to {max_len} "
-                   f"tokens; p95 {stats.get('tokens_p95')} tokens")
+                   f"tokens; {length_summary(lengths)}")
         return Tokenized(encoded, [], stats, summary)
 
     def training_model(self, cfg: HasatConfig, base_dir: Path, train_rows: list[dict]):

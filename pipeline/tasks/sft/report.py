@@ -19,8 +19,8 @@ from pipeline.eval.multiple_choice import LETTERS, Question, load_questions
 from pipeline.eval.plots import evaluation_plots
 from pipeline.eval.review import render
 from pipeline.io import atomic_path, read_jsonl, write_json, write_jsonl
-from pipeline.tasks.base import (Evaluation, TaskReport, licence_front_matter, licence_section, params_table,
-                                 write_item_chrf)
+from pipeline.tasks.base import (Evaluation, TaskReport, domain_tag, licence_front_matter, licence_section,
+                                 params_table, trained_on, write_item_chrf)
 from pipeline.tasks.training import load_finetuned
 from pipeline.train.modeling import device, load_saved, require_model_folder
 
@@ -42,7 +42,7 @@ class SftReport(TaskReport):
         ev = cfg.eval
         rows = load_test_rows(paths.TEST_SPLIT, ev.max_examples)
         require_model_folder(paths.BASE_MODEL)
-        questions = load_questions(ev.mc.path)[: ev.mc.max_questions or None] if ev.mc.enabled else []
+        questions = benchmark_questions(cfg)
         settings = compare.RunSettings(ev.max_new_tokens, ev.batch_size, Decoding.from_config(ev), ev.mc.template,
                                        ev.mc.batch_size)
         tasks = list(ev.lm_eval.tasks)
@@ -66,6 +66,13 @@ class SftReport(TaskReport):
 
         AutoTokenizer.from_pretrained(folder)
         AutoModelForCausalLM.from_pretrained(folder)
+
+
+def benchmark_questions(cfg: HasatConfig) -> list[Question]:
+    """The data config's multiple-choice questions (data.benchmark), none when it has none or eval.mc is off."""
+    if not (cfg.eval.mc.enabled and cfg.data.benchmark):
+        return []
+    return load_questions(cfg.data.benchmark)[: cfg.eval.mc.max_questions or None]
 
 
 def load_test_rows(path: Path, max_examples: Optional[int]) -> list[dict]:
@@ -99,7 +106,7 @@ def score(cfg: HasatConfig, rows: list[dict], questions: list[Question], setting
                             "method": "paired percentile bootstrap over test items"}}
     mc_rows = []
     if questions:
-        result["mc"] = {"questions": len(questions), "file": ev.mc.path, "template": ev.mc.template,
+        result["mc"] = {"questions": len(questions), "file": cfg.data.benchmark, "template": ev.mc.template,
                         **compare.compare_mc(base, tuned, b.resamples, b.confidence, b.seed)}
         mc_rows = compare.mc_item_rows(base, tuned)
     if base.harness:
@@ -147,7 +154,7 @@ def model_card(cfg: HasatConfig, metrics: dict, folder: Path) -> str:
 language: tr
 library_name: transformers
 pipeline_tag: text-generation
-tags: [hasat, turkish, agriculture, {cfg.train.method}]
+tags: [hasat, turkish, {domain_tag(cfg)}, {cfg.train.method}]
 {licence_front_matter(cfg)}---
 # {cfg.model.name} fine-tuned on {cfg.data.name} (hasat)
 
@@ -160,7 +167,7 @@ model = AutoModelForCausalLM.from_pretrained("{folder}")
 tokenizer = AutoTokenizer.from_pretrained("{folder}")
 ```
 
-Prompt format: `{cfg.task.prompt_format}`; system prompt: "{cfg.task.system_prompt or ''}".
+Prompt format: `{cfg.task.prompt_format}`; system prompt: "{cfg.data.system_prompt or ''}".
 
 ## Test-split results ({metrics['test_rows']} items, greedy, max_new_tokens={metrics['max_new_tokens']})
 
@@ -180,6 +187,5 @@ sacrebleu signatures: chrF `{metrics['signatures']['chrf']}`, BLEU `{metrics['si
 
 ## Limitations
 
-Trained on a small Turkish agriculture instruction set; the answers are general advice, not
-agronomic advice for a specific field. Check facts before acting on them.
+Trained on {trained_on(cfg)}. Check facts before acting on them.
 """

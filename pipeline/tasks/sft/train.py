@@ -8,25 +8,32 @@ from pathlib import Path
 from typing import Any, Optional
 
 from pipeline.config import HasatConfig
+from pipeline.data.records import require_rows_of
 from pipeline.tasks.base import TaskTraining, Tokenized
+from pipeline.train.lengths import length_report, length_stats, length_summary
 from pipeline.train.modeling import load_saved
-from pipeline.train.prompts import length_stats, tokenize_records
+from pipeline.train.prompts import tokenize_records
 from pipeline.train.trainer import TaskData, quantization_config, sft_data
 
 
 class SftTraining(TaskTraining):
     kind = "sft"
 
-    def tokenize(self, cfg: HasatConfig, rows: list[dict], tokenizer: Any) -> Tokenized:
-        t = cfg.task
-        result = tokenize_records(rows, tokenizer, t.prompt_format, t.system_prompt, t.train_on_inputs,
-                                  cfg.tokenize.max_seq_len, cfg.tokenize.truncation)
+    def tokenize(self, cfg: HasatConfig, rows: list[dict], tokenizer: Any,
+                 context_length: Optional[int] = None) -> Tokenized:
+        require_rows_of(rows, "sft")
+        t, k = cfg.task, cfg.tokenize
+        result = tokenize_records(rows, tokenizer, t.prompt_format, cfg.data.system_prompt, t.train_on_inputs,
+                                  k.max_seq_len, k.truncation, k.max_drop_share, context_length)
+        lengths = length_report(result.full_lengths, k.max_seq_len, result.max_seq_len,
+                                result.counts["dropped_too_long"], result.counts["truncated"], k.max_drop_share,
+                                context_length)
         stats = {**dict(result.counts), **length_stats(result.lengths),
                  "fertility_tokens_per_word": round(result.answer_tokens / max(1, result.answer_words), 3),
-                 "max_seq_len": cfg.tokenize.max_seq_len, "truncation": cfg.tokenize.truncation}
+                 **lengths, "truncation": k.truncation}
         summary = (f"tokenize: {stats['rows_in']} rows -> {stats['rows_out']} ({stats.get('dropped_too_long', 0)} "
-                   f"dropped as too long, {stats.get('truncated', 0)} truncated); "
-                   f"{stats['fertility_tokens_per_word']:.2f} tokens/word; p95 {stats.get('tokens_p95')} tokens")
+                   f"dropped as too long, {stats.get('truncated', 0)} truncated); {length_summary(lengths)}; "
+                   f"{stats['fertility_tokens_per_word']:.2f} tokens/word")
         return Tokenized(result.records, result.rejects, stats, summary)
 
     def training_model(self, cfg: HasatConfig, base_dir: Path, train_rows: list[dict]):
