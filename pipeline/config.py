@@ -37,6 +37,9 @@ Quantization = Literal["none", "4bit", "8bit"]
 Launcher = Literal["none", "torchrun", "accelerate"]
 ReportSort = Literal["finetuned_chrf", "delta_chrf"]
 PiiKind = Literal["email", "iban", "tckn", "phone"]
+SearchParamType = Literal["float", "int", "categorical"]
+SearchSampler = Literal["tpe", "random"]
+SearchPruner = Literal["median", "none"]
 
 # the placeholder each kind of personal data becomes (pipeline.data.pii masks them)
 PII_PLACEHOLDERS = {"email": "[EPOSTA]", "iban": "[IBAN]", "tckn": "[TCKN]", "phone": "[TELEFON]"}
@@ -294,6 +297,45 @@ class HasatConfig:
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
 
 
+@dataclass
+class SearchParam:
+    """One dimension of a hyperparameter search: the config key it sets and its range or choices."""
+    key: str = MISSING  # a pipeline key (train.learning_rate) or the `train` group (full | lora)
+    type: str = choice(SearchParamType, "float")
+    low: Optional[float] = None
+    high: Optional[float] = None
+    log: bool = False
+    step: Optional[float] = None
+    choices: Optional[List[Any]] = None  # categorical: numbers, strings, booleans or lists (target modules)
+
+
+def _default_space() -> Dict[str, SearchParam]:
+    return {"learning_rate": SearchParam("train.learning_rate", "float", 1e-4, 3e-3, log=True),
+            "lora_r": SearchParam("train.lora.r", "categorical", choices=[8, 16, 32]),
+            "lora_alpha": SearchParam("train.lora.alpha", "categorical", choices=[16, 32, 64]),
+            "lora_dropout": SearchParam("train.lora.dropout", "float", 0.0, 0.2),
+            "warmup_ratio": SearchParam("train.warmup_ratio", "float", 0.0, 0.2)}
+
+
+@dataclass
+class SearchConfig:
+    """`python -m pipeline.search`: conf/search/*.yaml (not part of params.yaml: no stage reads it)."""
+    study_name: str = "hasat"
+    storage: Optional[str] = None  # null: sqlite optuna.db at the repository root; any SQLAlchemy URL
+    n_trials: int = 10  # trials this invocation starts (a resumed study adds them)
+    timeout: Optional[float] = None  # seconds; no trial starts after it
+    sampler: str = choice(SearchSampler, "tpe")
+    sampler_startup_trials: int = 4  # random trials before TPE models the results
+    seed: int = 42
+    pruner: str = choice(SearchPruner, "median")
+    prune_after_trials: int = 2  # trials that report in full before any is pruned
+    prune_warmup_steps: int = 0  # optimiser steps before a trial can be pruned
+    enqueue_defaults: bool = True  # the first trial runs the current settings (the baseline to beat)
+    overrides: List[str] = field(default_factory=list)  # fixed for every trial and both scoring runs
+    score_best: bool = True  # run the whole pipeline (test split) for the best trial and the defaults
+    space: Dict[str, SearchParam] = field(default_factory=_default_space)
+
+
 def _choices(schema: type, prefix: str = "") -> dict[str, tuple[str, ...]]:
     """{'task.kind': ('sft', 'classification'), ...} from the fields' metadata."""
     found: dict[str, tuple[str, ...]] = {}
@@ -306,6 +348,7 @@ def _choices(schema: type, prefix: str = "") -> dict[str, tuple[str, ...]]:
 
 
 CHOICES = _choices(HasatConfig)
+SEARCH_CHOICES = _choices(SearchConfig)  # relative to `search.`; each space dimension's `type` too
 
 def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
     """{'train.lora.r': 16, ...} for MLflow params and the model card."""

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config import (CHOICES, CONF_DIR, CONFIG_GROUPS, PARAMS_FILE, PII_PLACEHOLDERS, HasatConfig, PiiKind,
-                             check_mc_template)
+                             SearchConfig, SEARCH_CHOICES, SearchParamType, check_mc_template, flatten)
 from pipeline.errors import HasatError
 
 # (key, test, what it must be): checked after the merge, before any heavy work
@@ -167,3 +167,76 @@ def load_config(overrides: Optional[List[str]] = None, params_file: str | Path =
         raise HasatError(_one_line(err)) from None
     _check_choices(cfg)
     return cfg  # type: ignore[return-value]  # a DictConfig typed as HasatConfig
+
+
+SEARCH_GROUP = "search"
+SEARCH_FIXED = ("split.", "eval.", "export.", "mlflow.", "data.", "seed")  # keys a search must not vary
+
+
+def load_search_config(overrides: Optional[List[str]] = None, conf_dir: str | Path = CONF_DIR) -> SearchConfig:
+    """conf/search/<option>.yaml (`search=<option>`, default: default) + `search.*` overrides
+    (`~search.space.<name>` drops a dimension), validated. An option's space replaces the default's."""
+    items = list(overrides or [])
+    option = next((i.partition("=")[2] for i in items if i.partition("=")[0] == SEARCH_GROUP), "default")
+    path = Path(conf_dir) / SEARCH_GROUP / f"{option}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise HasatError(f"override 'search={option}': no config '{option}' in group 'search' (known: {', '.join(known)})")
+    schema = OmegaConf.structured(SearchConfig)
+    schema.space = {}
+    layers: list = [OmegaConf.create({"search": _load_yaml(path)})]
+    drop = []
+    for item in items:
+        if item.partition("=")[0] == SEARCH_GROUP:
+            continue
+        if not item.startswith(("search.", "~search.", "+search.")):
+            raise HasatError(f"override '{item}': search overrides start with 'search.' (e.g. search.n_trials=20)")
+        if item.startswith("~"):
+            drop.append(item[len("~search."):].split("=")[0])
+            continue
+        try:
+            layers.append(OmegaConf.from_dotlist([item.lstrip("+")]))
+        except OmegaConfBaseException as err:
+            raise HasatError(f"override '{item}': {_one_line(err)}") from None
+    try:
+        cfg = OmegaConf.merge({"search": schema}, *layers).search
+        for dotted in drop:
+            parent, _, name = dotted.rpartition(".")
+            node = OmegaConf.select(cfg, parent) if parent else cfg
+            if node is None or name not in node:
+                raise HasatError(f"override '~search.{dotted}': no such key")
+            del node[name]
+    except OmegaConfBaseException as err:
+        raise HasatError(_one_line(err)) from None
+    _check_search(cfg)
+    return cfg  # type: ignore[return-value]
+
+
+def _check_search(cfg: DictConfig) -> None:
+    for dotted, allowed in SEARCH_CHOICES.items():
+        value = OmegaConf.select(cfg, dotted)
+        if value not in allowed:
+            raise HasatError(f"config key 'search.{dotted}': '{value}' is not one of {', '.join(allowed)}")
+    if not cfg.space:
+        raise HasatError("config key 'search.space': empty; name at least one key to search")
+    if cfg.n_trials <= 0 or (cfg.timeout is not None and cfg.timeout <= 0):
+        raise HasatError("config keys 'search.n_trials' / 'search.timeout': must be positive")
+    known = set(flatten(OmegaConf.structured(HasatConfig))) | {"train"}
+    for name, param in cfg.space.items():
+        where = f"config key 'search.space.{name}'"
+        if param.type not in get_args(SearchParamType):
+            raise HasatError(f"config key 'search.space.{name}.type': '{param.type}' is not one of {', '.join(get_args(SearchParamType))}")
+        if param.key not in known:
+            raise HasatError(f"{where}: '{param.key}' is not a pipeline config key (e.g. train.learning_rate)")
+        if param.key.startswith(SEARCH_FIXED):
+            raise HasatError(f"{where}: '{param.key}' must not vary in a search (it changes the validation split "
+                             "or does not affect training)")
+        if param.type == "categorical":
+            if not param.choices:
+                raise HasatError(f"{where}: a categorical dimension needs choices")
+        elif param.low is None or param.high is None or not param.low < param.high:
+            raise HasatError(f"{where}: a {param.type} range needs low < high")
+        elif param.log and param.low <= 0:
+            raise HasatError(f"{where}: a log-scale range needs low > 0")
+        elif param.log and param.step is not None:
+            raise HasatError(f"{where}: log and step cannot be combined")
