@@ -322,7 +322,7 @@ class SearchConfig:
     """`python -m pipeline.search`: conf/search/*.yaml (not part of params.yaml: no stage reads it)."""
     study_name: str = "hasat"
     storage: Optional[str] = None  # null: sqlite optuna.db at the repository root; any SQLAlchemy URL
-    n_trials: int = 10  # trials this invocation starts (a resumed study adds them)
+    n_trials: int = 10  # trials this invocation starts (a resumed study adds them; 0: only report)
     timeout: Optional[float] = None  # seconds; no trial starts after it
     sampler: str = choice(SearchSampler, "tpe")
     sampler_startup_trials: int = 4  # random trials before TPE models the results

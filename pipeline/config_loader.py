@@ -170,7 +170,8 @@ def load_config(overrides: Optional[List[str]] = None, params_file: str | Path =
 
 
 SEARCH_GROUP = "search"
-SEARCH_FIXED = ("split.", "eval.", "export.", "mlflow.", "data.", "seed")  # keys a search must not vary
+# keys a search must not vary: they change the validation rows or tokens, or do not affect training
+SEARCH_FIXED = ("data.", "clean.", "tokenize.", "split.", "model.", "seed", "task.kind", "eval.", "export.", "mlflow.")
 
 
 def load_search_config(overrides: Optional[List[str]] = None, conf_dir: str | Path = CONF_DIR) -> SearchConfig:
@@ -219,8 +220,8 @@ def _check_search(cfg: DictConfig) -> None:
             raise HasatError(f"config key 'search.{dotted}': '{value}' is not one of {', '.join(allowed)}")
     if not cfg.space:
         raise HasatError("config key 'search.space': empty; name at least one key to search")
-    if cfg.n_trials <= 0 or (cfg.timeout is not None and cfg.timeout <= 0):
-        raise HasatError("config keys 'search.n_trials' / 'search.timeout': must be positive")
+    if cfg.n_trials < 0 or (cfg.timeout is not None and cfg.timeout <= 0):
+        raise HasatError("config keys 'search.n_trials' / 'search.timeout': 0 or more trials, a positive timeout")
     known = set(flatten(OmegaConf.structured(HasatConfig))) | {"train"}
     for name, param in cfg.space.items():
         where = f"config key 'search.space.{name}'"

@@ -22,6 +22,7 @@ import os
 import shlex
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 from pipeline import paths, tracking
@@ -126,6 +127,7 @@ def main(argv: list[str]) -> int:
     out_dir = root / paths.SEARCH_DIR / search.study_name
     out_dir.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     study = studies.open_study(search, root)
     parent = tracking.open_search_run(cfg, search.study_name, study.user_attrs.get(studies.PARENT_ATTR),
                                       {f"search.{k}": v for k, v in flatten(search).items()})

@@ -45,8 +45,8 @@ def to_overrides(space: Mapping[str, SearchParam], values: Mapping[str, Any]) ->
     overrides = []
     for name, p in space.items():
         value = values[name]
-        if p.type == "categorical":
-            value = next(c for c in p.choices if choice_label(c) == value)
+        if p.type == "categorical":  # (the present setting may lie outside the choices)
+            value = next((c for c in p.choices if choice_label(c) == value), value)
         overrides.append(f"{p.key}={format_value(value)}")
     return overrides
 
