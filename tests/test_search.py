@@ -72,6 +72,8 @@ def test_suggestions_become_valid_overrides_and_the_present_settings_a_trial():
     assert seen_modules == {("all-linear",), ("q_proj", "v_proj")}  # list choices travel as lists
     present = space.current_values(load_config([], params_file=REPO / "params.yaml"), search.space)
     assert present == {"learning_rate": 1e-3, "num_epochs": 1, "lora_r": 16, "target_modules": "all-linear"}
+    assert all(space.contains(search.space[n], v) for n, v in present.items())
+    assert not space.contains(search.space["learning_rate"], 1e-2) and not space.contains(search.space["lora_r"], 4)
     assert space.to_overrides(search.space, present) == ["train.learning_rate=0.001", "train.num_epochs=1",
                                                          "train.lora.r=16", "train.lora.target_modules=[all-linear]"]
 
@@ -163,7 +165,10 @@ def studied(search_repo):
     root, env = search_repo
     search = [sys.executable, "-m", "pipeline.search", "search=tiny"]
     first = run(search + ["--n-trials", "2", "--no-score"], root, env)
-    second = run(search + ["--n-trials", "1", "search.space.learning_rate.choices=[1e-7]"], root, env)
+    # (a categorical dimension keeps its choices for the life of a study: a new one replaces it)
+    second = run(search + ["--n-trials", "1", "~search.space.learning_rate",
+                           "search.space.lr_tiny={key: train.learning_rate, type: categorical, choices: [1e-7]}"],
+                 root, env)
     return root, env, first, second
 
 

@@ -20,6 +20,7 @@ import csv
 import logging
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import warnings
@@ -181,6 +182,9 @@ def score_runs(summary: dict, search, root: Path, out_dir: Path, metrics: dict) 
 
 if __name__ == "__main__":
     _quiet_libraries()
+    # started in the background (nohup, `cmd &`), a process inherits an ignored Ctrl-C, and so would
+    # the trials: restore it, so that an interrupt stops the trial and leaves a resumable study
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         sys.exit(main(sys.argv[1:]))
     except HasatError as err:

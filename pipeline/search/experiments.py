@@ -32,7 +32,7 @@ def new_eval_lines(path: Path, seen: int) -> list[dict]:
 
 def stop(process: subprocess.Popen) -> None:
     """Ctrl-C to the whole process group (DVC removes its temporary copy), harder if it lingers."""
-    for sig, wait_s in ((signal.SIGINT, 120), (signal.SIGTERM, 30), (signal.SIGKILL, 30)):
+    for sig, wait_s in ((signal.SIGINT, 60), (signal.SIGTERM, 30), (signal.SIGKILL, 30)):
         try:
             os.killpg(process.pid, sig)
         except ProcessLookupError:

@@ -61,3 +61,10 @@ def current_values(cfg: HasatConfig, space: Mapping[str, SearchParam]) -> dict[s
             value = OmegaConf.to_container(value)
         values[name] = choice_label(value) if p.type == "categorical" else value
     return values
+
+
+def contains(param: SearchParam, value: Any) -> bool:
+    """Whether a value (a choice label for categorical dimensions) lies in the dimension."""
+    if param.type == "categorical":
+        return value in [choice_label(c) for c in param.choices]
+    return isinstance(value, (int, float)) and param.low <= value <= param.high

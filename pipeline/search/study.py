@@ -53,7 +53,9 @@ class Objective:
     def __call__(self, trial) -> float:
         import optuna
 
-        values = space.suggest(trial, self.search.space)
+        # the present-settings trial may hold values outside the space: they are set, not suggested
+        outside = dict(trial.user_attrs.get("present_outside_space", {}))
+        values = {**space.suggest(trial, {n: p for n, p in self.search.space.items() if n not in outside}), **outside}
         overrides = list(self.search.overrides) + space.to_overrides(self.search.space, values)
         load_config(overrides)  # a bad value fails here in one line, not after a DVC start-up
         name = experiments.unique_name(f"{self.search.study_name}-t{trial.number}", self.root)
@@ -110,10 +112,13 @@ def enqueue_first(study, search: SearchConfig, cfg: HasatConfig) -> None:
     requeued = {t.user_attrs.get("requeue_of") for t in study.trials}
     for t in study.trials:
         if t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("interrupted") and t.number not in requeued:
-            study.enqueue_trial(t.params, user_attrs={"requeue_of": t.number, **({"defaults": True} if
-                                t.user_attrs.get("defaults") else {})})
+            keep = {k: v for k, v in t.user_attrs.items() if k in ("defaults", "present_outside_space")}
+            study.enqueue_trial(t.params, user_attrs={"requeue_of": t.number, **keep})
     if search.enqueue_defaults and not study.trials:
-        study.enqueue_trial(space.current_values(cfg, search.space), user_attrs={"defaults": True})
+        present = space.current_values(cfg, search.space)
+        inside = {n: v for n, v in present.items() if space.contains(search.space[n], v)}
+        study.enqueue_trial(inside, user_attrs={"defaults": True, "present_outside_space": {
+            n: v for n, v in present.items() if n not in inside}})
 
 
 def default_trial(study) -> Optional[Any]:
