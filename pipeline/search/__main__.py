@@ -45,7 +45,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--study-name", help="search.study_name: the same name (and storage) resumes a study")
     parser.add_argument("--storage", help="search.storage: an SQLAlchemy URL, e.g. postgresql://user@host/optuna")
     parser.add_argument("--no-score", action="store_true", help="skip the test-split runs at the end")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # overrides before or after the flags
 
 
 def check_repository(root: Path) -> None:
