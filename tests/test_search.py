@@ -78,6 +78,27 @@ def test_suggestions_become_valid_overrides_and_the_present_settings_a_trial():
                                                          "train.lora.r=16", "train.lora.target_modules=[all-linear]"]
 
 
+def test_plots_of_a_real_study(tmp_path):
+    import optuna
+
+    from pipeline.search.study import write_plots
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+
+    def objective(trial):
+        x, r = trial.suggest_float("lr", 1e-4, 1e-2, log=True), trial.suggest_categorical("r", [8, 16])
+        for step in (1, 2):
+            trial.report((x - 3e-3) ** 2 * step + r / 1e3, step)
+        return (x - 3e-3) ** 2 + r / 1e3
+
+    study.optimize(objective, n_trials=8)
+    written = {p.name for p in write_plots(study, tmp_path)}
+    assert written == {"history.png", "importance.png", "intermediate.png"}
+    assert all((tmp_path / name).stat().st_size > 5_000 for name in written)
+    assert write_plots(optuna.create_study(), tmp_path / "none") == []  # no trials: no plots, no error
+
+
 def test_a_half_written_eval_line_waits(tmp_path):
     log = tmp_path / "evals.jsonl"
     log.write_text('{"step": 2, "val_loss": 3.5}\n{"step": 4, "val_lo')
@@ -192,7 +213,7 @@ def test_search_prunes_resumes_and_scores_the_best_once(studied):
     assert best_eval and (out / "tiny-best.predictions.jsonl").is_file()
     versus = (out / "versus.txt").read_text()
     assert "6 test items" in versus and "defaults" in versus and "chrF" in versus
-    for plot in ("history.png", "importance.png", "intermediate.png"):
+    for plot in ("history.png", "intermediate.png"):  # (importances need 2+ trials sharing a parameter)
         assert (out / plot).stat().st_size > 5_000, plot
 
 
@@ -213,4 +234,4 @@ def test_search_trials_are_child_runs_of_one_study_run(studied):
     assert "test.finetuned.chrf" in children["tiny-t1"].data.metrics
     assert "test.finetuned.chrf" not in children["tiny-t2"].data.metrics
     artifacts = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "search")}
-    assert {"history.png", "importance.png", "summary.json", "trials.csv"} <= artifacts
+    assert {"history.png", "summary.json", "trials.csv", "versus.txt"} <= artifacts

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -131,8 +132,13 @@ def write_plots(study, out_dir: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import optuna
     from optuna.visualization import matplotlib as ovm
 
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+        return []
+    out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, plot in (("history", ovm.plot_optimization_history), ("importance", ovm.plot_param_importances),
                        ("intermediate", ovm.plot_intermediate_values)):
