@@ -182,7 +182,8 @@ def load_search_config(overrides: Optional[List[str]] = None, conf_dir: str | Pa
     path = Path(conf_dir) / SEARCH_GROUP / f"{option}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise HasatError(f"override 'search={option}': no config '{option}' in group 'search' (known: {', '.join(known)})")
+        raise HasatError(f"override 'search={option}': no config '{option}' in group 'search' "
+                         f"(known: {', '.join(known)})")
     schema = OmegaConf.structured(SearchConfig)
     schema.space = {}
     layers: list = [OmegaConf.create({"search": _load_yaml(path)})]
@@ -226,7 +227,8 @@ def _check_search(cfg: DictConfig) -> None:
     for name, param in cfg.space.items():
         where = f"config key 'search.space.{name}'"
         if param.type not in get_args(SearchParamType):
-            raise HasatError(f"config key 'search.space.{name}.type': '{param.type}' is not one of {', '.join(get_args(SearchParamType))}")
+            allowed = ", ".join(get_args(SearchParamType))
+            raise HasatError(f"config key 'search.space.{name}.type': '{param.type}' is not one of {allowed}")
         if param.key not in known:
             raise HasatError(f"{where}: '{param.key}' is not a pipeline config key (e.g. train.learning_rate)")
         if param.key.startswith(SEARCH_FIXED):

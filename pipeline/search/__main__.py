@@ -70,7 +70,8 @@ def score(name: str, overrides: list[str], root: Path, out_dir: Path) -> dict:
     if code:
         raise HasatError(f"{name}: dvc exp run exited with {code}; see {log_file}")
     rev = experiments.experiment_revs(root)[name]
-    predictions = experiments.copy_output_at(rev, paths.PREDICTIONS.as_posix(), root, out_dir / f"{name}.predictions.jsonl")
+    predictions = experiments.copy_output_at(rev, paths.PREDICTIONS.as_posix(), root,
+                                             out_dir / f"{name}.predictions.jsonl")
     return {"exp": name, "rev": rev, "eval": experiments.read_json_at(rev, paths.stats("eval").as_posix(), root),
             "predictions": str(predictions)}
 

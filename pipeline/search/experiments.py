@@ -74,7 +74,8 @@ def run_experiment(cmd: list[str], cwd: Path, env: dict, log_file: Path, eval_lo
 def _git(args: list[str], cwd: Path) -> str:
     result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
     if result.returncode:
-        raise HasatError(f"git {' '.join(args)}: {result.stderr.strip().splitlines()[-1] if result.stderr else 'failed'}")
+        last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"
+        raise HasatError(f"git {' '.join(args)}: {last}")
     return result.stdout
 
 
