@@ -332,7 +332,7 @@ class SearchConfig:
     prune_warmup_steps: int = 0  # optimiser steps before a trial can be pruned
     enqueue_defaults: bool = True  # the first trial runs the current settings (the baseline to beat)
     overrides: List[str] = field(default_factory=list)  # fixed for every trial and both scoring runs
-    score_best: bool = True  # run the whole pipeline (test split) for the best trial and the defaults
+    score_best: bool = True  # run up to evaluate (test split) for the best trial and the defaults
     space: Dict[str, SearchParam] = field(default_factory=_default_space)
 
 

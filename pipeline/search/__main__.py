@@ -9,7 +9,7 @@ Each trial is `dvc exp run --temp -n <study>-t<n> -S <key=value ...> finetune` (
 validation loss; a trial whose intermediate validation loss is worse than the median of earlier
 trials at the same step is stopped (pruned). Running the same command again resumes the study.
 At the end: the best settings as a `dvc exp run -S ...` line, plots in reports/search/<study>/,
-and (search.score_best) the whole pipeline once for the best trial and once for the present
+and (search.score_best) the pipeline up to evaluate once for the best trial and once for the present
 settings: the only time the search touches the test split.
 """
 
@@ -61,11 +61,12 @@ def best_line(overrides: list[str]) -> str:
 
 
 def score(name: str, overrides: list[str], root: Path, out_dir: Path) -> dict:
-    """The whole pipeline for one setting (the test split), its eval.json and predictions kept."""
+    """The pipeline up to evaluate for one setting (the test split), its eval.json and predictions kept."""
     name = experiments.unique_name(name, root)
     log.info("search: scoring %s on the test split: %s", name, best_line(overrides))
     log_file = out_dir / f"{name}.log"
-    code = experiments.run_experiment(experiments.dvc_exp_command(name, overrides, []), root,
+    # up to evaluate: the test split; export (and its model upload to MLflow) is the user's choice
+    code = experiments.run_experiment(experiments.dvc_exp_command(name, overrides, ["evaluate"]), root,
                                       dict(os.environ), log_file)
     if code:
         raise HasatError(f"{name}: dvc exp run exited with {code}; see {log_file}")
