@@ -343,18 +343,19 @@ def group_schema(group: str) -> type:
     return next(f.default_factory for f in fields(HasatConfig) if f.name == group)  # type: ignore[return-value]
 
 
-def _choices(schema: type, prefix: str = "") -> dict[str, tuple[str, ...]]:
+def choices_of(schema: type, prefix: str = "") -> dict[str, tuple[str, ...]]:
     """{'task.kind': ('sft', 'classification'), ...} from the fields' metadata."""
     found: dict[str, tuple[str, ...]] = {}
     for f in fields(schema):
         if "choices" in f.metadata:
             found[prefix + f.name] = f.metadata["choices"]
         elif isinstance(f.default_factory, type) and is_dataclass(f.default_factory):
-            found.update(_choices(f.default_factory, f"{prefix}{f.name}."))
+            found.update(choices_of(f.default_factory, f"{prefix}{f.name}."))
     return found
 
 
-CHOICES = _choices(HasatConfig)
+CHOICES = choices_of(HasatConfig)
+
 
 def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
     """{'train.lora.r': 16, ...} for MLflow params and the model card."""

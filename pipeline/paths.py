@@ -11,6 +11,9 @@ FINETUNED = Path("models/finetuned")
 EXPORT = Path("models/export")
 RUN_FILE = "mlflow_run.json"  # in FINETUNED: the model's MLflow run, which evaluate and export attach to
 CHECKPOINT_ROOT = Path(".hasat/checkpoints")
+# set by pipeline.search for a trial: finetune appends {"step", "val_loss"} per validation to this file,
+# which the search reads to prune (outside the experiment's copy, so not a DVC output)
+EVAL_LOG_ENV = "HASAT_EVAL_LOG"
 
 # data, stage by stage
 INGESTED = Path("data/interim/ingested.jsonl")
@@ -49,3 +52,7 @@ PLOTS = EVAL_DIR / "plots"
 MC_CONFUSION = {side: EVAL_DIR / f"mc_confusion_{side}.json" for side in ("base", "finetuned")}
 CONFUSION = EVAL_DIR / "confusion.json"  # the classifier's actual vs predicted (empty for instruction tuning)
 REGISTRY_CACHE = Path(".hasat/registry")  # registered models fetched for serving and promotion (git/DVC-ignored)
+
+# hyperparameter search (pipeline.search; not a DVC stage): the Optuna store and the study's reports
+OPTUNA_DB = Path("optuna.db")
+SEARCH_DIR = Path("reports/search")

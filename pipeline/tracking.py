@@ -20,6 +20,9 @@ from pipeline.config import HasatConfig, flatten
 from pipeline.errors import HasatError
 
 log = logging.getLogger("hasat")
+# set by pipeline.search for a trial's `dvc exp run`: the model's run becomes a child of the study's run
+PARENT_RUN_ENV = "HASAT_PARENT_RUN_ID"
+SEARCH_TRIAL_ENV = "HASAT_SEARCH_TRIAL"
 _METRIC_UNSAFE = re.compile(r"[^\w.\- :]")
 
 
@@ -85,6 +88,9 @@ def open_run(cfg: HasatConfig, resume_run_id: Optional[str] = None, run_name: Op
         tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
     if os.environ.get("DVC_EXP_BASELINE_REV"):
         tags["dvc.baseline_rev"] = os.environ["DVC_EXP_BASELINE_REV"]
+    if os.environ.get(PARENT_RUN_ENV):
+        tags["mlflow.parentRunId"] = os.environ[PARENT_RUN_ENV]
+        tags["hasat.search.trial"] = os.environ.get(SEARCH_TRIAL_ENV, "")
     name = run_name or os.environ.get("DVC_EXP_NAME") or f"{cfg.model.name}-{cfg.data.name}"
     run = mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags)
     params = {k: ("null" if v is None else str(v))[:6000] for k, v in flatten(cfg).items()}
@@ -268,3 +274,53 @@ def log_stats_files(files: list[Path]) -> None:
         if numeric:  # keys can hold file names (per-source counts): keep what MLflow accepts in a name
             mlflow.log_metrics({_METRIC_UNSAFE.sub("_", k.replace("/", "_"))[:250]: v for k, v in numeric.items()})
         mlflow.log_artifact(str(path), artifact_path="stats")
+
+
+def _client(cfg: HasatConfig):
+    mlflow, uri = _setup(cfg.mlflow.tracking_uri)
+    return mlflow.MlflowClient(uri), mlflow, uri
+
+
+def open_search_run(cfg: HasatConfig, study_name: str, run_id: Optional[str], params: dict[str, str]) -> str:
+    """The study's parent run (re-used when `run_id` is still in the store: a resumed study).
+    It is never the active run: the trials open their own runs in their own processes."""
+    client, mlflow, uri = _client(cfg)
+    if run_id and _run_exists(mlflow, run_id):
+        client.update_run(run_id, status="RUNNING")
+        return run_id
+    tags = {"hasat.search.study": study_name, "hasat.model": cfg.model.name, "hasat.data": cfg.data.name}
+    commit = git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    run = client.create_run(_experiment_id(mlflow, cfg.mlflow.experiment_name, uri), run_name=f"search-{study_name}",
+                            tags=tags)
+    for key, value in params.items():
+        client.log_param(run.info.run_id, key, str(value)[:6000])
+    return run.info.run_id
+
+
+def log_search_trial(cfg: HasatConfig, parent_id: str, number: int, metrics: dict[str, float], exp_name: str,
+                     state: str) -> None:
+    """A trial's outcome into the study's run (step = trial number), its state onto the trial's own run."""
+    client, _, _ = _client(cfg)
+    for key, value in metrics.items():
+        client.log_metric(parent_id, key, value, step=number)
+    children = client.search_runs(
+        [client.get_run(parent_id).info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and tags.`dvc.exp_name` = '{exp_name}'")
+    for child in children:
+        client.set_tag(child.info.run_id, "hasat.search.state", state)
+        if state == "PRUNED":  # stopped on purpose, not a failure
+            client.set_terminated(child.info.run_id, status="KILLED")
+
+
+def finish_search_run(cfg: HasatConfig, parent_id: str, metrics: dict[str, float], tags: dict[str, str],
+                      artifacts: Path) -> None:
+    client, _, _ = _client(cfg)
+    for key, value in metrics.items():
+        client.log_metric(parent_id, key, value)
+    for key, value in tags.items():
+        client.set_tag(parent_id, key, value[:5000])
+    if Path(artifacts).is_dir():
+        client.log_artifacts(parent_id, str(artifacts), artifact_path="search")
+    client.set_terminated(parent_id, status="FINISHED")

@@ -92,6 +92,23 @@ HELP = StageHelp(
 )
 
 
+def metrics_sink(chief: bool):
+    """MLflow gets every logged value; a search trial's eval log (paths.EVAL_LOG_ENV) the validation losses."""
+    if not chief:
+        return None
+    eval_log = os.environ.get(paths.EVAL_LOG_ENV)
+    if not eval_log:
+        return tracking.log_metrics
+
+    def sink(metrics: dict, step: int) -> None:
+        tracking.log_metrics(metrics, step)
+        if "val_loss" in metrics:
+            with open(eval_log, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"step": step, "val_loss": metrics["val_loss"]}) + "\n")
+
+    return sink
+
+
 def main(cfg: HasatConfig) -> None:
     check_quantization(cfg.train)
     check_strategy(cfg.train, cuda=torch.cuda.is_available())
@@ -124,7 +141,7 @@ def main(cfg: HasatConfig) -> None:
                      len(train_rows), len(val_rows), ckpt, run["run_id"])
         model, loss_log, summary, state_dict = train(
             model, task.training_data(cfg, tokenizer, train_rows, val_rows, labels), cfg.train, ckpt,
-            resume=cfg.train.resume, on_metrics=tracking.log_metrics if chief else None)
+            resume=cfg.train.resume, on_metrics=metrics_sink(chief))
         if not chief:
             return
         with atomic_path(paths.FINETUNED) as out:
