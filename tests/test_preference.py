@@ -149,3 +149,52 @@ def test_unreachable_judge_is_one_line(preference_run):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if " error: " in line]
     assert len(lines) == 1 and f"cannot reach the judge at http://127.0.0.1:{port}/v1" in lines[0]
+
+
+def tokenized_pairs(cfg, tokenizer):
+    from pipeline.tasks.preference.train import tokenize_preference
+
+    rows = [to_record(r, f"pairs.jsonl:{i}", "preference") for i, r in enumerate(pairs()[:-1], start=1)]
+    return tokenize_preference(cfg, rows, tokenizer).records
+
+
+@pytest.mark.parametrize("method", ["kto", "orpo", "dpo_on_sft_adapter"])
+def test_kto_orpo_and_dpo_on_an_sft_adapter_train(tmp_path, tiny_model_dir, method):
+    from pipeline.config_loader import load_config
+    from pipeline.tasks.preference.train import PreferenceTraining
+    from pipeline.tasks.training import load_finetuned
+    from pipeline.train.modeling import load_saved
+    from pipeline.train.trainer import train, wrap_lora
+    from tests.conftest import REPO
+
+    overrides = ["task=preference", "model=tiny_random", f"task.method={method.split('_')[0]}", "train.max_steps=1",
+                 "train.batch_size=4", "train.evals_per_epoch=1"]
+    if method == "dpo_on_sft_adapter":  # an SFT adapter (random B, so it changes the model) to start from
+        import torch
+
+        torch.manual_seed(0)
+        sft = wrap_lora(load_saved(tiny_model_dir)[1], load_config(["model=tiny_random"],
+                                                                    REPO / "params.yaml", REPO / "conf").train.lora)
+        for name, param in sft.named_parameters():
+            if "lora_B" in name:
+                param.data.normal_(0, 0.02)
+        sft.save_pretrained(tmp_path / "sft_adapter")
+        overrides.append(f"task.sft_adapter={tmp_path / 'sft_adapter'}")
+    cfg = load_config(overrides, REPO / "params.yaml", REPO / "conf")
+    task = PreferenceTraining()
+    tokenizer, model, _ = task.training_model(cfg, tiny_model_dir, [])
+    rows = tokenized_pairs(cfg, tokenizer)
+    data = task.training_data(cfg, tokenizer, rows[:12], rows[12:], None)
+    if method == "kto":  # each pair is one desirable and one undesirable row
+        assert len(data.train_features) == 24 and sum(f["label"] for f in data.train_features) == 12
+    trained = train(model, data, cfg.train, tmp_path / "ckpt")
+    assert trained.summary["steps"] == 1 and "train_rewards/chosen" in trained.summary
+    if method == "dpo_on_sft_adapter":
+        # TRL's reference is a frozen copy of the SFT adapter: the policy starts where the reference is
+        assert trained.summary["train_rewards/margins"] == pytest.approx(0.0, abs=1e-6)
+        assert {"default", "ref"} <= set(trained.model.peft_config)
+    out = tmp_path / "finetuned"
+    trained.model.save_pretrained(out / "adapter")
+    tokenizer.save_pretrained(out / "adapter")
+    (out / "finetune.json").write_text(json.dumps({"method": "lora", "task": "preference"}))
+    assert load_finetuned(tiny_model_dir, out)[1].config.model_type == "llama"

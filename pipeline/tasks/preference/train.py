@@ -12,6 +12,7 @@ n_prompt_tokens, reference = the chosen answer) so the generation metrics and pe
 from __future__ import annotations
 
 import importlib.util
+import random
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -134,11 +135,12 @@ def trainer_factory(cfg: HasatConfig, tokenizer) -> Callable:
         if t.method == "kto":
             from trl import KTOConfig, KTOTrainer
 
-            return KTOTrainer(args=arguments(KTOConfig, **common), **data)
+            # KTO's KL estimate pairs each row with its batch neighbour's completion: TRL needs a fixed
+            # order (the rows are shuffled once, seeded, in `training_data`)
+            return KTOTrainer(args=arguments(KTOConfig, **{**common, "train_sampling_strategy": "sequential"}), **data)
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
-        orpo = {k: v for k, v in common.items() if k != "train_sampling_strategy"}
-        return ORPOTrainer(args=arguments(ORPOConfig, **orpo), **data)
+        return ORPOTrainer(args=arguments(ORPOConfig, **common), **data)
 
     return make
 
@@ -168,6 +170,8 @@ class PreferenceTraining(TaskTraining):
                       labels: Optional[list[str]]) -> TaskData:
         kto = cfg.task.method == "kto"
         train, val = (unpaired(train_rows), unpaired(val_rows)) if kto else (train_rows, val_rows)
+        if kto:  # a pair's two rows apart, so that a neighbour's completion answers another prompt
+            random.Random(cfg.train.seed).shuffle(train)
         stats = {"train_rows": len(train), "method": cfg.task.method, "beta": cfg.task.beta,
                  "reference": reference_name(cfg)}
         return TaskData(trl_rows(train, cfg, tokenizer), trl_rows(val, cfg, tokenizer), collator=None,
