@@ -198,3 +198,20 @@ def test_kto_orpo_and_dpo_on_an_sft_adapter_train(tmp_path, tiny_model_dir, meth
     tokenizer.save_pretrained(out / "adapter")
     (out / "finetune.json").write_text(json.dumps({"method": "lora", "task": "preference"}))
     assert load_finetuned(tiny_model_dir, out)[1].config.model_type == "llama"
+
+
+def test_local_model_judge_on_the_tiny_model(tiny_model_dir):
+    from pipeline.config import JudgeConfig
+    from pipeline.errors import HasatError
+    from pipeline.eval.judge import judge_items, make_judge
+
+    items = [{"prompt": "Buğday ne zaman ekilir?", "base": "Ekimde.", "finetuned": "Ekim ayında, toprak tavdayken."},
+             {"prompt": "Arpa ne zaman hasat edilir?", "base": "Bilmem.", "finetuned": "Haziranda, dane sertleşince."}]
+    cfg = JudgeConfig(enabled=True, model=str(tiny_model_dir), max_new_tokens=4)
+    section = judge_items(cfg, items, 100, 0.95, 0)
+    # random weights never write a verdict: every reply is unparsed, every item a tie, and that is what is reported
+    assert section["judge"] == f"local model {tiny_model_dir}" and section["items"] == 2
+    assert section["unparsed_verdicts"] == 4 and section["tie"]["value"] == 100.0
+    assert all(set(i["judge"]["reasons"]) == {"tuned shown first", "base shown first"} for i in items)
+    with pytest.raises(HasatError, match="^eval.judge.model: .*nope"):
+        make_judge(JudgeConfig(enabled=True, model=str(tiny_model_dir.parent / "nope")))
