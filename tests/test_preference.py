@@ -124,7 +124,9 @@ def test_dpo_runs_end_to_end_with_rewards_accuracy_and_judge(preference_run):
     assert verdicts == [("tie", "base", "tie"), ("tuned", "tie", "tie"), ("tuned", "tuned", "tuned"),
                         ("tuned", "tuned", "tuned")]
     assert judge["win"]["value"] == 50.0 and judge["tie"]["value"] == 50.0 and judge["loss"]["value"] == 0.0
-    assert judge["position_consistency"]["value"] == 50.0 and judge["unparsed_verdicts"] == 1
+    # consistency over the 3 items with a verdict in both orders: (A,B) and (A,B) agree, (C,A) does not
+    assert judge["position_consistency_items"] == 3 and judge["position_consistency"]["value"] == 66.67
+    assert judge["unparsed_verdicts"] == 1
     assert judge["win"]["low"] <= 50.0 <= judge["win"]["high"]
     assert "sir-123" not in (workdir / "metrics/eval.json").read_text() + results["evaluate"].stderr
     review = (workdir / "reports/eval/review.html").read_text(encoding="utf-8")
@@ -212,6 +214,7 @@ def test_local_model_judge_on_the_tiny_model(tiny_model_dir):
     # random weights never write a verdict: every reply is unparsed, every item a tie, and that is what is reported
     assert section["judge"] == f"local model {tiny_model_dir}" and section["items"] == 2
     assert section["unparsed_verdicts"] == 4 and section["tie"]["value"] == 100.0
+    assert section["position_consistency"] is None and section["position_consistency_items"] == 0
     assert all(set(i["judge"]["reasons"]) == {"tuned shown first", "base shown first"} for i in items)
     with pytest.raises(HasatError, match="^eval.judge.model: .*nope"):
         make_judge(JudgeConfig(enabled=True, model=str(tiny_model_dir.parent / "nope")))

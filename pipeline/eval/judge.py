@@ -218,15 +218,21 @@ def judge_items(cfg: JudgeConfig, items: list[dict], resamples: int, confidence:
         w1, w2 = winner(v1, "A"), winner(v2, "B")
         final, same = combine(w1, w2)
         finals.append(final)
-        consistent.append(same)
-        item["judge"] = {"verdict": final, "tuned_first": w1, "base_first": w2, "position_consistent": same,
+        both = v1 is not None and v2 is not None  # consistency is judged where both orders gave a verdict
+        if both:
+            consistent.append(same)
+        item["judge"] = {"verdict": final, "tuned_first": w1, "base_first": w2,
+                         "position_consistent": same if both else None,
                          "reasons": {"tuned shown first": first.strip(), "base shown first": second.strip()}}
     counts = resample_counts(len(items), resamples, seed)
     outcome = {"win": "tuned", "tie": "tie", "loss": "base"}
     section = {"judge": judge.name, "items": len(items), "orders": 2,
                **{k: _rate(np.array([f == outcome[k] for f in finals], dtype=float), counts, confidence)
                   for k in OUTCOMES},
-               "position_consistency": _rate(np.array(consistent, dtype=float), counts, confidence),
+               "position_consistency": _rate(np.array(consistent, dtype=float),
+                                             resample_counts(len(consistent), resamples, seed), confidence)
+               if consistent else None,
+               "position_consistency_items": len(consistent),
                "unparsed_verdicts": unparsed,
                "rule": "a verdict that flips when the answers swap places counts as a tie"}
     if cfg.single_grade:
@@ -256,7 +262,7 @@ def grade_items(judge, items: list[dict], counts: np.ndarray, confidence: float)
 
 
 def mlflow_numbers(section: dict) -> dict[str, float]:
-    numbers = {f"judge.{k}": section[k]["value"] for k in (*OUTCOMES, "position_consistency")}
+    numbers = {f"judge.{k}": section[k]["value"] for k in (*OUTCOMES, "position_consistency") if section[k]}
     numbers.update({f"judge.{k}.low": section[k]["low"] for k in OUTCOMES})
     numbers.update({f"judge.{k}.high": section[k]["high"] for k in OUTCOMES})
     grades = section.get("grades", {})
@@ -267,20 +273,25 @@ def mlflow_numbers(section: dict) -> dict[str, float]:
 def section_html(section: dict) -> str:
     cells = "".join(f"<tr><td>{k}</td><td>{section[k]['value']:.1f}</td>"
                     f"<td>[{section[k]['low']:.1f}, {section[k]['high']:.1f}]</td></tr>"
-                    for k in (*OUTCOMES, "position_consistency"))
+                    for k in (*OUTCOMES, "position_consistency") if section[k])
     grades = section.get("grades", {})
     graded = (f"<p>Single-answer grades (1-10, {grades['graded_items']} items): base {grades['base']:.2f}, "
               f"fine-tuned {grades['finetuned']:.2f}, delta {grades['delta']:+.2f} {grades['delta_ci']}.</p>"
               if grades.get("graded_items") else "")
     return (f"<h2>LLM judge: fine-tuned vs base</h2><p class=\"note\">Judge: {escape(section['judge'])}; "
             f"{section['items']} items, each judged in both orders; {escape(section['rule'])}. Rates in % of items "
-            f"with percentile bootstrap intervals; {section['unparsed_verdicts']} replies had no verdict (tie). "
+            f"with percentile bootstrap intervals; {section['unparsed_verdicts']} replies had no verdict (tie); "
+            f"position consistency over the {section['position_consistency_items']} items with a verdict in both "
+            "orders. "
             "A small local judge is weak: read its reasons below before trusting the rates.</p>"
             f"<table><tr><th>outcome (fine-tuned)</th><th>%</th><th>interval</th></tr>{cells}</table>{graded}")
 
 
 def summary_lines(section: dict) -> list[str]:
     w, t, lo, pc = (section[k] for k in ("win", "tie", "loss", "position_consistency"))
+    consistency = (f"position-consistent {pc['value']:.1f}% of {section['position_consistency_items']}" if pc
+                   else "no item got a verdict in both orders")
     return [f"judge ({section['judge']}, {section['items']} items, both orders): fine-tuned wins {w['value']:.1f}% "
             f"[{w['low']:.1f}, {w['high']:.1f}], ties {t['value']:.1f}%, loses {lo['value']:.1f}% "
-            f"[{lo['low']:.1f}, {lo['high']:.1f}]; position-consistent {pc['value']:.1f}%"]
+            f"[{lo['low']:.1f}, {lo['high']:.1f}]; {consistency}; {section['unparsed_verdicts']} replies without "
+            "a verdict"]
