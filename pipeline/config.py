@@ -17,15 +17,16 @@ PARAMS_FILE = "params.yaml"
 CONF_DIR = "conf"
 CONFIG_GROUPS = ("task", "model", "data", "train", "eval")
 
-# The choices of every enumerated key, each written once. OmegaConf 2.3 cannot type a field as a
-# Literal, so the field stays `str` and carries its Literal's values (see `choice`); `CHOICES` and
-# the modules that branch on a value (ingest formats, prompt formats, ...) read them from here.
-TaskKind = Literal["sft", "classification"]
+# The choices of every enumerated key, written once. OmegaConf 2.3 cannot type a field as a Literal: the field
+# stays `str` and carries its Literal's values (`choice`); `CHOICES` and modules that branch on a value read them.
+TaskKind = Literal["sft", "classification", "preference"]
+PreferenceMethod = Literal["dpo", "orpo", "kto"]
+DpoLoss = Literal["sigmoid", "ipo", "hinge", "robust", "sigmoid_norm"]  # TRL DPO loss types offered (IPO via ipo)
 PromptFormat = Literal["chat_template", "alpaca", "phi3", "chatml", "llama3"]
 ModelSource = Literal["gguf", "pretrained", "random"]
 Dtype = Literal["float32", "bfloat16", "float16"]
 DataFormat = Literal["auto", "jsonl", "json", "csv", "tsv", "parquet", "hf"]
-DataSchema = Literal["auto", "alpaca", "chat", "sharegpt", "classification"]
+DataSchema = Literal["auto", "alpaca", "chat", "sharegpt", "classification", "preference", "kto"]
 UnicodeForm = Literal["NFC", "NFKC", "none"]
 LanguageAction = Literal["reject", "flag"]
 BalanceMethod = Literal["none", "undersample", "oversample", "class_weights"]
@@ -60,6 +61,13 @@ class TaskConfig:
     train_on_inputs: bool = False
     labels: Optional[List[str]] = None
     class_weights: bool = False
+    # preference tuning (task.kind=preference, TRL): the method, its beta, DPO's loss type, the weight of
+    # an added SFT loss on the chosen answers (LLaMA-Factory's pref_ftx) and an SFT adapter to start from
+    method: str = choice(PreferenceMethod, "dpo")
+    beta: float = 0.1
+    loss_type: str = choice(DpoLoss, "sigmoid")
+    sft_weight: float = 0.0
+    sft_adapter: Optional[str] = None
 
 
 @dataclass
@@ -275,6 +283,20 @@ class DecodingConfig:
 
 
 @dataclass
+class JudgeConfig:
+    """LLM-as-judge (`eval.judge`): base vs fine-tuned answers, pairwise in both orders."""
+    enabled: bool = False
+    model: Optional[str] = None  # a local model folder (transformers), or
+    url: Optional[str] = None  # an OpenAI-compatible endpoint (.../v1); the key comes from api_key_env
+    endpoint_model: str = "judge"  # the `model` name sent to the endpoint
+    api_key_env: str = "HASAT_JUDGE_API_KEY"
+    single_grade: bool = False  # also grade each answer alone, 1-10
+    max_items: Optional[int] = None
+    max_new_tokens: int = 256
+    timeout_s: float = 60.0
+
+
+@dataclass
 class EvalConfig(DecodingConfig):
     max_new_tokens: int = 160
     batch_size: int = 32
@@ -283,6 +305,7 @@ class EvalConfig(DecodingConfig):
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     mc: MultipleChoiceConfig = field(default_factory=MultipleChoiceConfig)
     lm_eval: LmEvalConfig = field(default_factory=LmEvalConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
 
 
 @dataclass
@@ -301,7 +324,6 @@ class MlflowConfig:
 class RegistryConfig:
     """The MLflow model registry: `export` registers the merged model as alias `challenger`;
     `python -m pipeline.promote` moves `champion` to it only when it wins on the test split."""
-
     enabled: bool = True
     model_name: Optional[str] = None  # null: hasat-<data.name>
 
@@ -309,7 +331,6 @@ class RegistryConfig:
 @dataclass
 class ServeConfig:
     """`python -m pipeline.serve` (make serve): the OpenAI-compatible server and its limits."""
-
     model: str = "champion"  # champion | challenger | models:/<name>@<alias> | a model folder (models/export)
     host: str = "127.0.0.1"
     port: int = 8000

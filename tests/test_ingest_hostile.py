@@ -86,7 +86,7 @@ def test_a_file_mixing_chat_kinds_ingests_both_and_names_rows_that_fit_none(tmp_
     assert result.records[1]["messages"][0] == {"role": "system", "content": "Tarım asistanısın."}
     reasons = {r["source"].rsplit(":", 1)[1]: r["reason"] for r in result.rejects}
     assert reasons["3"] == ("row fits no schema: it needs messages or conversations or instruction + output or "
-                            "text + label (found: cevap, soru)")
+                            "text + label or chosen + rejected or prompt + completion + label (found: cevap, soru)")
     assert reasons["5"] == "missing field 'conversations'"
     assert reasons["6"].startswith("a classification row (text + label) among chat rows")
     stats = result.stats.files[str(path)]

@@ -5,6 +5,9 @@ SFT records carry `id`, `source` (`file:line`), `meta`, and either the Alpaca fi
 {"role": "system" | "user" | "assistant", "content": str} (multi-turn chat; ShareGPT is
 converted to it). Classification records carry `text` and `label` instead.
 
+Preference records carry `prompt` (messages ending with the user's turn) and the answers `chosen`
+and `rejected` (texts); KTO rows carry `prompt`, `completion` and `label` (true: desirable).
+
 Tokenized SFT records add `input_ids`, `labels`, `n_prompt_tokens` (tokens before the final
 assistant answer: what generation is given), `prompt_text` (the prompt for people to read),
 `reference` (the final assistant answer) and `truncated`.
@@ -24,8 +27,24 @@ def is_chat(record: dict) -> bool:
     return "messages" in record
 
 
+def is_preference(record: dict) -> bool:
+    """A preference pair (prompt, chosen, rejected) or a KTO row (prompt, completion, label)."""
+    return isinstance(record.get("prompt"), list) and ("chosen" in record or "completion" in record)
+
+
+def preference_prompt_text(record: dict) -> str:
+    """The prompt's turns for people and for grouping splits (the system prompt left out)."""
+    said = [m for m in record["prompt"] if m["role"] != "system"]
+    if len(said) == 1:
+        return said[0]["content"]
+    return "\n\n".join(f"{m['role']}: {m['content']}" for m in said)
+
+
 def row_kind(record: dict) -> Optional[str]:
-    """The task kind a record is for: 'sft' (instruction/output or chat), 'classification' (text/label)."""
+    """The task kind a record is for: 'sft' (instruction/output or chat), 'classification' (text/label),
+    'preference' (prompt with chosen/rejected, or KTO's completion/label)."""
+    if is_preference(record):
+        return "preference"
     if "messages" in record or "instruction" in record:
         return "sft"
     if "text" in record and "label" in record:
@@ -33,7 +52,8 @@ def row_kind(record: dict) -> Optional[str]:
     return None
 
 
-ROW_SHAPES = {"sft": "instruction/output or chat rows", "classification": "text/label rows"}
+ROW_SHAPES = {"sft": "instruction/output or chat rows", "classification": "text/label rows",
+              "preference": "prompt/chosen/rejected (or prompt/completion/label) rows"}
 
 
 def require_rows_of(rows: list[dict], kind: str) -> None:
@@ -89,6 +109,8 @@ def prompt_text_of(record: dict) -> str:
 
 def prompt_key(record: dict) -> str:
     """Records whose prompts match after Turkish-aware normalisation share a split group."""
+    if is_preference(record):
+        return normalise_for_match(preference_prompt_text(record))
     if "text" in record and "label" in record:
         return normalise_for_match(record["text"])
     return normalise_for_match(prompt_text_of(record))
@@ -96,11 +118,14 @@ def prompt_key(record: dict) -> str:
 
 def text_slots(record: dict) -> Iterator[tuple[object, object]]:
     """(container, key) pairs of every free-text field of a record, for cleaning in place."""
-    for name in ("instruction", "input", "output", "text"):
+    for name in ("instruction", "input", "output", "text", "chosen", "rejected", "completion"):
         if name in record and isinstance(record[name], str):
             yield record, name
     for message in record.get("messages", []):
         yield message, "content"
+    if is_preference(record):
+        for message in record["prompt"]:
+            yield message, "content"
 
 
 def balanced_class_weights(counts: Mapping[str, int]) -> dict[str, float]:

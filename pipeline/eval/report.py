@@ -75,6 +75,14 @@ def format_table(result: dict) -> str:
     header = ("metric", "base", "fine-tuned", "delta", "")
     lines += text_table([header] + summary_rows(result), rules_after=(0,))
     lines.append(headline(result))
+    if "preference" in result:
+        from pipeline.eval.preference import summary_lines
+
+        lines += summary_lines(result["preference"])
+    if "judge" in result:
+        from pipeline.eval.judge import summary_lines as judge_lines
+
+        lines += judge_lines(result["judge"])
     return "\n".join(lines)
 
 

@@ -84,7 +84,21 @@ def item_card(rank: int, item: dict) -> str:
             f'<div class="label">Prompt</div><div class="text">{escape(item["prompt"])}</div>'
             f'<div class="label">Reference</div><div class="text">{escape(item["reference"])}</div>'
             f'<div class="answers">{answer("base", "Base model", None)}'
-            f'{answer("finetuned", "Fine-tuned model", item["base_scores"])}</div></div>')
+            f'{answer("finetuned", "Fine-tuned model", item["base_scores"])}</div>{judge_line(item)}</div>')
+
+
+def judge_line(item: dict) -> str:
+    """The LLM judge's verdict on an item (eval.judge), when it ran: both orders and the reasons."""
+    judged = item.get("judge")
+    if not judged:
+        return ""
+    grades = "".join(f" · {side} grade {judged[f'{side}_grade']}" for side in ("base", "finetuned")
+                     if judged.get(f"{side}_grade") is not None)
+    reasons = "".join(f'<div class="text"><b>{escape(order)}:</b> {escape(reason)}</div>'
+                      for order, reason in judged.get("reasons", {}).items())
+    return (f'<div class="label">Judge: <b>{escape(judged["verdict"])}</b> (tuned shown first: '
+            f'{escape(judged["tuned_first"])}, base shown first: {escape(judged["base_first"])}){escape(grades)}</div>'
+            f'{reasons}')
 
 
 def mc_section(mc: dict, questions: Sequence[dict]) -> str:
@@ -123,8 +137,9 @@ def harness_section(harness: Optional[dict], note: str) -> str:
 
 def render(result: dict, items: Sequence[dict], sort: str, context: dict[str, str],
            images: Sequence[tuple[Path, str]] = (), mc_questions: Sequence[dict] = (),
-           harness_note: str = "") -> str:
-    """The whole report as one HTML string (`items` already sorted worst-first by `sort`)."""
+           harness_note: str = "", extra_html: str = "") -> str:
+    """The whole report as one HTML string (`items` already sorted worst-first by `sort`); `extra_html`:
+    a task kind's own sections (preference accuracy, the LLM judge) before the items."""
     meta = " · ".join(f"{escape(k)}: <code>{escape(str(v))}</code>" for k, v in context.items())
     b = result.get("bootstrap", {})
     plots = "".join(_image(path, alt) for path, alt in images if Path(path).is_file())
@@ -150,6 +165,7 @@ def render(result: dict, items: Sequence[dict], sort: str, context: dict[str, st
         f"<h2>Plots</h2>{plots}" if plots else "",
         mc_section(result["mc"], mc_questions) if "mc" in result else "",
         harness_section(result.get("lm_eval"), harness_note),
+        extra_html,
         f"<h2>Test items, worst first</h2><p class=\"note\">Sorted by {escape(SORT_DESCRIPTIONS[sort])}. "
         "Per-item scores: sentence-level chrF, ROUGE-L and token F1 against the reference (Δ: fine-tuned − base), "
         "and the perplexity of the reference answer under that model.</p>",

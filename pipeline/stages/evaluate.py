@@ -5,8 +5,11 @@ generation metrics (chrF, chrF++, BLEU, ROUGE-1/2/L, token F1, exact match; perp
 reference answers) with paired bootstrap intervals, the multiple-choice benchmark (acc, acc_norm),
 optional lm-evaluation-harness tasks. Classification: the fine-tuned classifier against the
 majority class and TF-IDF + LR — accuracy, macro/weighted F1 with intervals, the per-class report,
-confusion matrices and its misclassified texts. Both write metrics/eval.json, an HTML review
-report, plots and per-item predictions, all also logged to the model's MLflow run.
+confusion matrices and its misclassified texts. Preference tuning: held-out preference accuracy
+(policy vs reference log-ratios) and the SFT generation metrics against the chosen answers.
+Optionally an LLM judge compares base and fine-tuned answers in both orders (eval.judge). All write
+metrics/eval.json, an HTML review report, plots and per-item predictions, all also logged to the
+model's MLflow run.
 
     python -m pipeline.stages.evaluate [eval.max_new_tokens=128] [eval.max_examples=20] [eval.mc.enabled=false]
         [data.benchmark=data/benchmarks/my_mc.jsonl]
@@ -34,9 +37,10 @@ HELP = StageHelp(
     writes=[str(paths.stats("eval")), str(paths.PREDICTIONS), str(paths.MC_PREDICTIONS), str(paths.REVIEW),
             f"{paths.PLOTS}/", str(paths.ITEM_CHRF), *map(str, paths.MC_CONFUSION.values()), str(paths.CONFUSION),
             "the model's MLflow run (eval/)"],
-    keys=["seed", "task.kind", "eval.max_examples", "eval.max_new_tokens", "eval.batch_size", "eval.do_sample",
-          "eval.repetition_penalty", "eval.mc.enabled", "data.benchmark", "eval.bootstrap.resamples",
-          "eval.bootstrap.confidence"],
+    keys=["seed", "task.kind", "task.method", "task.beta", "task.sft_adapter", "eval.max_examples",
+          "eval.max_new_tokens", "eval.batch_size", "eval.do_sample", "eval.repetition_penalty", "eval.mc.enabled",
+          "data.benchmark", "eval.bootstrap.resamples", "eval.bootstrap.confidence", "eval.judge.enabled",
+          "eval.judge.model", "eval.judge.url"],
 )
 
 

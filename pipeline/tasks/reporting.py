@@ -5,9 +5,10 @@ from __future__ import annotations
 from pipeline.errors import HasatError
 from pipeline.tasks.base import TaskReport
 from pipeline.tasks.classification.report import ClassificationReport
+from pipeline.tasks.preference.report import PreferenceReport
 from pipeline.tasks.sft.report import SftReport
 
-REPORTS: dict[str, TaskReport] = {task.kind: task for task in (SftReport(), ClassificationReport())}
+REPORTS: dict[str, TaskReport] = {task.kind: task for task in (SftReport(), ClassificationReport(), PreferenceReport())}
 
 
 def report_for(kind: str) -> TaskReport:

@@ -11,10 +11,11 @@ from pipeline.errors import HasatError
 from pipeline.io import read_json
 from pipeline.tasks.base import TaskTraining
 from pipeline.tasks.classification.train import ClassificationTraining
+from pipeline.tasks.preference.train import PreferenceTraining
 from pipeline.tasks.sft.train import SftTraining
 from pipeline.train.modeling import merge_adapter
 
-TRAINING: dict[str, TaskTraining] = {task.kind: task for task in (SftTraining(), ClassificationTraining())}
+TRAINING: dict[str, TaskTraining] = {task.kind: task for task in (SftTraining(), ClassificationTraining(), PreferenceTraining())}
 
 
 def training_for(kind: str) -> TaskTraining:

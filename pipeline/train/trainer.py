@@ -25,18 +25,23 @@ def steps_per_epoch(n_rows: int, batch_size: int, grad_accum: int, world_size: i
     return max(1, math.ceil(n_rows / (batch_size * grad_accum * world_size)))
 
 
-def wrap_lora(model, lora_cfg, quantized: bool = False, task_type: str = "CAUSAL_LM"):
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+def lora_config(lora_cfg, task_type: str = "CAUSAL_LM"):
+    from peft import LoraConfig
 
-    if quantized:
-        model = prepare_model_for_kbit_training(model)
     targets = list(lora_cfg.target_modules)
-    config = LoraConfig(
+    return LoraConfig(
         # SEQ_CLS makes peft train the new classification head in full (modules_to_save)
         r=lora_cfg.r, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout, task_type=task_type,
         target_modules="all-linear" if targets == ["all-linear"] else targets, use_dora=lora_cfg.use_dora,
     )
-    return get_peft_model(model, config)
+
+
+def wrap_lora(model, lora_cfg, quantized: bool = False, task_type: str = "CAUSAL_LM"):
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    if quantized:
+        model = prepare_model_for_kbit_training(model)
+    return get_peft_model(model, lora_config(lora_cfg, task_type))
 
 
 def check_quantization(train_cfg: TrainConfig) -> None:
@@ -83,6 +88,18 @@ class LossLog:
         return log
 
 
+REWARD_GROUPS = ("rewards", "eval_rewards", "logps", "eval_logps")
+
+
+def reward_summary(history: list[dict]) -> dict:
+    """The last logged training and validation rewards (preference trainers), for the stage's stats."""
+    found: dict = {}
+    for entry in history:
+        found.update({("val_" + k[5:] if k.startswith("eval_") else "train_" + k): float(v)
+                      for k, v in entry.items() if k.split("/")[0] in REWARD_GROUPS[:2]})
+    return found
+
+
 def make_metrics_callback(on_metrics: Callable[[dict, int], None]):
     from transformers import TrainerCallback
 
@@ -92,6 +109,9 @@ def make_metrics_callback(on_metrics: Callable[[dict, int], None]):
                 return
             metrics = {"train_loss": logs.get("loss"), "learning_rate": logs.get("learning_rate"),
                        "val_loss": logs.get("eval_loss")}
+            # preference trainers (TRL) log rewards/chosen, rewards/rejected, rewards/margins, rewards/accuracies
+            metrics.update({("val_" + k[5:] if k.startswith("eval_") else k): v for k, v in logs.items()
+                            if k.split("/")[0] in REWARD_GROUPS})
             metrics = {k: float(v) for k, v in metrics.items() if v is not None}
             if metrics:
                 on_metrics(metrics, state.global_step)
@@ -136,7 +156,9 @@ def make_progress_callback(desc: str = "finetune"):
     return ProgressCallback()
 
 
-def training_arguments(train_cfg, n_train_rows: int, checkpoint_dir: Path, world_size: int = 1):
+def training_arguments(train_cfg, n_train_rows: int, checkpoint_dir: Path, world_size: int = 1,
+                       args_class=None, **extra):
+    """TrainingArguments (or a subclass such as TRL's DPOConfig, with its own `extra` settings)."""
     from transformers import TrainingArguments
 
     per_epoch = steps_per_epoch(n_train_rows, train_cfg.batch_size, train_cfg.gradient_accumulation_steps,
@@ -147,7 +169,7 @@ def training_arguments(train_cfg, n_train_rows: int, checkpoint_dir: Path, world
     cuda = torch.cuda.is_available()
     bf16 = cuda and torch.cuda.is_bf16_supported() if train_cfg.precision == "auto" else train_cfg.precision == "bf16"
     fp16 = (cuda and not bf16) if train_cfg.precision == "auto" else train_cfg.precision == "fp16"
-    return TrainingArguments(
+    settings = dict(
         output_dir=str(checkpoint_dir),
         per_device_train_batch_size=train_cfg.batch_size,
         per_device_eval_batch_size=train_cfg.batch_size,
@@ -186,6 +208,7 @@ def training_arguments(train_cfg, n_train_rows: int, checkpoint_dir: Path, world
         dataloader_num_workers=0,
         **trainer_arguments(train_cfg),  # FSDP2 / DeepSpeed settings; nothing for DDP
     )
+    return (args_class or TrainingArguments)(**{**settings, **extra})
 
 
 def last_checkpoint(checkpoint_dir: Path) -> Optional[Path]:
@@ -203,6 +226,9 @@ class TaskData:
     task_type: str  # peft task type: CAUSAL_LM | SEQ_CLS
     compute_loss_func: Optional[Callable] = None
     stats: dict = field(default_factory=dict)
+    # a trainer of its own (TRL's preference trainers): (model, arguments(args_class, **extra), train
+    # dataset, eval dataset, callbacks) -> Trainer; it applies LoRA itself
+    trainer_factory: Optional[Callable] = None
 
 
 def sft_data(tokenizer, train_rows: list[dict], val_rows: list[dict], train_cfg: TrainConfig) -> TaskData:
@@ -232,7 +258,7 @@ def train(model, data: TaskData, train_cfg, checkpoint_dir: Path,
 
     set_seed(train_cfg.seed)
     model.config.use_cache = False  # a KV cache in training also hides packed sequence boundaries
-    if train_cfg.method == "lora":
+    if train_cfg.method == "lora" and data.trainer_factory is None:
         model = wrap_lora(model, train_cfg.lora, quantized=train_cfg.quantization != "none", task_type=data.task_type)
     world_size = torch.distributed.get_world_size() if torch.distributed.is_initialized() else \
         int(os.environ.get("WORLD_SIZE", "1"))
@@ -241,19 +267,28 @@ def train(model, data: TaskData, train_cfg, checkpoint_dir: Path,
     if on_metrics:
         callbacks.append(make_metrics_callback(on_metrics))
     trainer_class = Trainer
-    if data.task_type == "CAUSAL_LM" and train_cfg.answer_only_logits:
+    if data.task_type == "CAUSAL_LM" and train_cfg.answer_only_logits and data.trainer_factory is None:
         from pipeline.train.answer_only import AnswerOnlyTrainer
 
         trainer_class = AnswerOnlyTrainer
-    trainer = trainer_class(
-        model=model,
-        args=training_arguments(train_cfg, len(data.train_features), checkpoint_dir, world_size),
-        train_dataset=Dataset.from_list(data.train_features),
-        eval_dataset=Dataset.from_list(data.eval_features),
-        data_collator=data.collator,
-        compute_loss_func=data.compute_loss_func,
-        callbacks=callbacks,
-    )
+    if data.trainer_factory is not None:
+        def arguments(args_class, **extra):
+            return training_arguments(train_cfg, len(data.train_features), checkpoint_dir, world_size, args_class,
+                                      **extra)
+
+        trainer = data.trainer_factory(model, arguments, Dataset.from_list(data.train_features),
+                                       Dataset.from_list(data.eval_features), callbacks)
+        trainer_class = type(trainer)
+    else:
+        trainer = trainer_class(
+            model=model,
+            args=training_arguments(train_cfg, len(data.train_features), checkpoint_dir, world_size),
+            train_dataset=Dataset.from_list(data.train_features),
+            eval_dataset=Dataset.from_list(data.eval_features),
+            data_collator=data.collator,
+            compute_loss_func=data.compute_loss_func,
+            callbacks=callbacks,
+        )
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; ours prints a line with position and ETA
     checkpoint = last_checkpoint(checkpoint_dir) if resume else None
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -269,11 +304,12 @@ def train(model, data: TaskData, train_cfg, checkpoint_dir: Path,
         "val_rows": len(data.eval_features),
         **data.stats,
         "train_runtime_s": round(output.metrics.get("train_runtime", 0.0), 1),
-        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "total_params": sum(p.numel() for p in model.parameters()),
+        "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        "total_params": sum(p.numel() for p in trainer.model.parameters()),
         "world_size": world_size,
         "strategy": strategy_that_ran(trainer, world_size),
-        "answer_only_logits": trainer_class is not Trainer,
+        "answer_only_logits": data.trainer_factory is None and trainer_class is not Trainer,
+        **reward_summary(trainer.state.log_history),
     }
     # every rank takes part in gathering sharded weights
     return Trained(trainer.model, loss_log, summary, full_state_dict(trainer))

@@ -17,7 +17,7 @@ from pipeline.data.clean.minhash import MinHasher, key_of_normalised
 from pipeline.data.clean.text import (fix_mojibake, normalise_unicode, normalise_whitespace, remove_control_chars,
                                       strip_html)
 from pipeline.data.pii import PiiMasker
-from pipeline.data.records import is_chat, text_slots
+from pipeline.data.records import is_chat, is_preference, text_slots
 from pipeline.data.rejects import reject_record
 from pipeline.data.turkish import normalise_for_match
 from pipeline.errors import HasatError
@@ -38,6 +38,10 @@ def match_text(record: dict) -> str:
     """What exact and near-duplicate detection compare: texts (and role, label) in order."""
     if is_chat(record):
         return "\n".join(f"{m['role']}: {m['content']}" for m in record["messages"])
+    if is_preference(record):
+        turns = [f"{m['role']}: {m['content']}" for m in record["prompt"]]
+        answers = [f"{k}: {record[k]}" for k in ("chosen", "rejected", "completion", "label") if k in record]
+        return "\n".join(turns + answers)
     parts = [record.get(k) or "" for k in ("instruction", "input", "output", "text")]
     if "label" in record:
         parts.append(f"label: {record['label']}")
@@ -51,6 +55,11 @@ def empty_field(record: dict) -> str | None:
             if not message["content"].strip():
                 return f"messages[{i}].content"
         return None
+    if is_preference(record):
+        for i, message in enumerate(record["prompt"]):
+            if not message["content"].strip():
+                return f"prompt[{i}].content"
+        return next((k for k in ("chosen", "rejected", "completion") if k in record and not record[k].strip()), None)
     names = ("text", "label") if "text" in record else ("instruction", "output")
     return next((name for name in names if not str(record[name]).strip()), None)
 
@@ -63,6 +72,15 @@ def source_file(source: str) -> str:
 def reject_of(record: dict, reason: str) -> dict:
     """The reject for a record: its fields as `raw`, less the id (derived) and source (named already)."""
     return reject_record(record["source"], reason, {k: v for k, v in record.items() if k not in ("id", "source")})
+
+
+def same_answers(record: dict) -> Optional["Failure"]:
+    """A preference pair whose chosen and rejected answers match (Turkish-aware, case and punctuation
+    aside) teaches nothing: quarantined."""
+    if "chosen" in record and "rejected" in record and \
+            normalise_for_match(record["chosen"]) == normalise_for_match(record["rejected"]):
+        return Failure("same_answers", "chosen and rejected are the same answer after cleaning")
+    return None
 
 
 # ------------------------------------------------------------------ per-row work (batch, worker-safe)
@@ -182,6 +200,7 @@ class RowCleaner:
         """Positions of the records that pass every filter; the others get their Failure."""
         alive = list(range(len(result.records)))
         alive = self._filter(result, "empty", alive, self._empty)
+        alive = self._filter(result, "same_answers", alive, same_answers)
         alive = self._filter(result, "length_chars", alive, self._length_chars)
         joined: dict[int, str] = {}  # the token and language filters judge the same joined text
         if self.tokens_on:

@@ -24,14 +24,16 @@ SCHEMA_FIELDS = {  # required, optional canonical fields
     "chat": (("messages",), ()),
     "sharegpt": (("conversations",), ("system",)),
     "classification": (("text", "label"), ()),
+    "preference": (("chosen", "rejected"), ("prompt",)),  # no prompt: the shared start of two conversations
+    "kto": (("prompt", "completion", "label"), ()),
 }
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "chatgpt": "assistant", "bing": "assistant", "bard": "assistant", "model": "assistant",
                   "system": "system"}
 SCHEMA_PEEK_ROWS = 200
 FAMILIES = {"alpaca": "instruction", "chat": "instruction", "sharegpt": "instruction",
-            "classification": "classification"}
-DETECT_ORDER = ("chat", "sharegpt", "alpaca", "classification")
+            "classification": "classification", "preference": "preference", "kto": "kto"}
+DETECT_ORDER = ("chat", "sharegpt", "alpaca", "classification", "preference", "kto")
 
 
 def rename(item: Any, mapping: dict) -> Any:
@@ -196,8 +198,65 @@ def _fields(item: dict, schema: str) -> dict:
         if system is not None and not isinstance(system, str):
             raise RowError("wrong_type", f"field 'system' is {type(system).__name__}, expected text")
         return {"messages": _conversation(_as_list(item["conversations"], "conversations"), "conversations", system)}
+    if schema in ("preference", "kto"):
+        return _preference_fields(item, schema)
     label = _label(item)  # checked before the text, so a row lacking both is rejected for its label
     return {"text": _expect_text(item, "text"), "label": label}
+
+
+def _prompt(value: Any) -> list[dict]:
+    """A preference prompt as messages ending with the user's turn (a plain text is one user turn)."""
+    if isinstance(value, str):
+        return [{"role": "user", "content": value}]
+    messages = [_message(turn, i, "prompt") for i, turn in enumerate(_as_list(value, "prompt"))]
+    if messages[-1]["role"] != "user":
+        raise RowError("bad_conversation", "prompt does not end with a user message")
+    return messages
+
+
+def _answer(value: Any, name: str) -> str:
+    """A chosen/rejected/completion answer: a text, or a list holding one assistant message."""
+    if isinstance(value, str):
+        return value
+    turns = [_message(turn, i, name) for i, turn in enumerate(_as_list(value, name))]
+    if len(turns) != 1 or turns[0]["role"] != "assistant":
+        raise RowError("bad_conversation", f"field '{name}' must be one assistant message (with a separate prompt)")
+    return turns[0]["content"]
+
+
+def _implicit_prompt(item: dict) -> tuple[list[dict], str, str]:
+    """(prompt, chosen, rejected) from two full conversations that differ only in the last answer."""
+    chosen = _conversation(_as_list(item["chosen"], "chosen"), "chosen")
+    rejected = _conversation(_as_list(item["rejected"], "rejected"), "rejected")
+    if chosen[:-1] != rejected[:-1]:
+        raise RowError("bad_conversation", "without a 'prompt', chosen and rejected must share every turn but the last")
+    return chosen[:-1], chosen[-1]["content"], rejected[-1]["content"]
+
+
+def _kto_label(item: dict) -> bool:
+    label = item.get("label")
+    if isinstance(label, bool):
+        return label
+    if isinstance(label, (int, str)) and str(label).strip().lower() in ("1", "0", "true", "false"):
+        return str(label).strip().lower() in ("1", "true")
+    raise RowError("wrong_type", f"field 'label' is {label!r}; KTO needs true/false (desirable or not)")
+
+
+def _preference_fields(item: dict, schema: str) -> dict:
+    if schema == "kto":
+        for name in SCHEMA_FIELDS["kto"][0]:
+            if item.get(name) is None:
+                raise RowError("missing_field", f"missing field '{name}'")
+        return {"prompt": _prompt(item["prompt"]), "completion": _answer(item["completion"], "completion"),
+                "label": _kto_label(item)}
+    for name in ("chosen", "rejected"):
+        if item.get(name) is None:
+            raise RowError("missing_field", f"missing field '{name}'")
+    if item.get("prompt") is None:
+        prompt, chosen, rejected = _implicit_prompt(item)
+        return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+    return {"prompt": _prompt(item["prompt"]), "chosen": _answer(item["chosen"], "chosen"),
+            "rejected": _answer(item["rejected"], "rejected")}
 
 
 def record_id(fields: dict) -> str:

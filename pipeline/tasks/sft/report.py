@@ -11,7 +11,7 @@ from typing import Callable, Optional
 
 from pipeline import paths
 from pipeline.config import HasatConfig
-from pipeline.eval import compare
+from pipeline.eval import compare, judge
 from pipeline.eval.classification_metrics import confusion_rows
 from pipeline.eval.generation import Decoding
 from pipeline.eval.lm_eval_hook import run_tasks
@@ -46,12 +46,18 @@ class SftReport(TaskReport):
         settings = compare.RunSettings(ev.max_new_tokens, ev.batch_size, Decoding.from_config(ev), ev.mc.template,
                                        ev.mc.batch_size)
         tasks = list(ev.lm_eval.tasks)
+        the_judge = judge.ready_judge(ev.judge)  # an unreachable judge stops here, before any generation
         base = evaluate_model(lambda: load_saved(paths.BASE_MODEL), rows, questions, settings, tasks, cfg, "base")
         # the hook skipped for the base (and said why, once): skip it for the fine-tuned model too
         tuned = evaluate_model(lambda: load_finetuned(paths.BASE_MODEL, paths.FINETUNED), rows, questions, settings,
                                tasks if base.harness else [], cfg, "fine-tuned")
         result, items, mc_rows, per_item = score(cfg, rows, questions, settings, base, tuned)
-        write_outputs(cfg, result, items, mc_rows, per_item, base.harness_note)
+        extra = ""
+        if the_judge is not None:
+            b = ev.bootstrap
+            result["judge"] = judge.judge_items(ev.judge, items, b.resamples, b.confidence, b.seed, the_judge)
+            extra = judge.section_html(result["judge"])
+        write_outputs(cfg, result, items, mc_rows, per_item, base.harness_note, extra)
         return Evaluation(result, mlflow_numbers(result),
                           tags={**{f"sacrebleu.{k}": v for k, v in result["signatures"].items()},
                                 "eval.decoding": result["decoding"]},
@@ -115,7 +121,7 @@ def score(cfg: HasatConfig, rows: list[dict], questions: list[Question], setting
 
 
 def write_outputs(cfg: HasatConfig, result: dict, items: list[dict], mc_rows: list[dict], per_item: dict,
-                  harness_note: str) -> None:
+                  harness_note: str, extra_html: str = "") -> None:
     """Predictions, DVC plot data, PNGs and the review report under reports/eval/."""
     ev = cfg.eval
     write_jsonl(paths.PREDICTIONS, items)
@@ -132,7 +138,7 @@ def write_outputs(cfg: HasatConfig, result: dict, items: list[dict], mc_rows: li
                    "decoding": result["decoding"], "max_new_tokens": ev.max_new_tokens,
                    "test file": str(paths.TEST_SPLIT)}
         html = render(result, compare.worst_first(items, ev.report_sort), ev.report_sort, context, images, mc_rows,
-                      harness_note)
+                      harness_note, extra_html)
     with atomic_path(paths.REVIEW) as tmp:
         tmp.write_text(html, encoding="utf-8")
 
@@ -142,6 +148,8 @@ def mlflow_numbers(result: dict) -> dict[str, float]:
     if "mc" in result:
         mc = {k: v for k, v in result["mc"].items() if k in MLFLOW_SECTIONS}
         numbers.update({f"mc.{k}": v for k, v in compare.numeric_leaves(mc).items()})
+    if "judge" in result:
+        numbers.update(judge.mlflow_numbers(result["judge"]))
     if "lm_eval" in result:
         numbers.update({f"lm_eval.{k}": v for k, v in compare.numeric_leaves(result["lm_eval"]).items()})
     return numbers

@@ -1,0 +1,1 @@
+"""Preference tuning (DPO, ORPO, KTO with TRL)."""
