@@ -195,12 +195,26 @@ def _signature(task: str):
                           outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score")]))
 
 
+@contextlib.contextmanager
+def _hub_offline() -> Iterator[None]:
+    """mlflow.transformers looks up the model's card and licence on the Hugging Face Hub by its
+    name_or_path (here a local folder): without a network that is 2 x 5 retries of 8 s. Offline mode
+    makes the lookups fail at once; the exported folder carries the card and the licence notices."""
+    from huggingface_hub import constants
+
+    before, constants.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE, True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
 def log_registered_model(cfg: HasatConfig, run_file: Path, model, tokenizer, task: str, metadata: dict,
                          tags: dict[str, str]) -> Optional[str]:
     """The merged model as an MLflow transformers model in the model's run (the loaded model and
     tokenizer: logging a folder path crashes on transformers 5); registered under `registry_name`
     with the alias `challenger` and `tags` when registry.enabled. Returns the version, if registered."""
-    with attach_run(cfg, run_file) as mlflow:
+    with attach_run(cfg, run_file) as mlflow, _hub_offline():
         name = registry_name(cfg) if cfg.registry.enabled else None
         info = mlflow.transformers.log_model({"model": model, "tokenizer": tokenizer}, name="model", task=task,
                                              signature=_signature(task), pip_requirements=pip_requirements(),
@@ -276,7 +290,7 @@ def log_stats_files(files: list[Path]) -> None:
         mlflow.log_artifact(str(path), artifact_path="stats")
 
 
-def _client(cfg: HasatConfig):
+def _client_and_store(cfg: HasatConfig):
     mlflow, uri = _setup(cfg.mlflow.tracking_uri)
     return mlflow.MlflowClient(uri), mlflow, uri
 
@@ -284,7 +298,7 @@ def _client(cfg: HasatConfig):
 def open_search_run(cfg: HasatConfig, study_name: str, run_id: Optional[str], params: dict[str, str]) -> str:
     """The study's parent run (re-used when `run_id` is still in the store: a resumed study).
     It is never the active run: the trials open their own runs in their own processes."""
-    client, mlflow, uri = _client(cfg)
+    client, mlflow, uri = _client_and_store(cfg)
     if run_id and _run_exists(mlflow, run_id):
         client.update_run(run_id, status="RUNNING")
         return run_id
@@ -302,7 +316,7 @@ def open_search_run(cfg: HasatConfig, study_name: str, run_id: Optional[str], pa
 def log_search_trial(cfg: HasatConfig, parent_id: str, number: int, metrics: dict[str, float], exp_name: str,
                      state: str) -> None:
     """A trial's outcome into the study's run (step = trial number), its state onto the trial's own run."""
-    client, _, _ = _client(cfg)
+    client, _, _ = _client_and_store(cfg)
     for key, value in metrics.items():
         client.log_metric(parent_id, key, value, step=number)
     children = client.search_runs(
@@ -316,7 +330,7 @@ def log_search_trial(cfg: HasatConfig, parent_id: str, number: int, metrics: dic
 
 def finish_search_run(cfg: HasatConfig, parent_id: str, metrics: dict[str, float], tags: dict[str, str],
                       artifacts: Path) -> None:
-    client, _, _ = _client(cfg)
+    client, _, _ = _client_and_store(cfg)
     for key, value in metrics.items():
         client.log_metric(parent_id, key, value)
     for key, value in tags.items():
