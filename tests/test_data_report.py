@@ -19,7 +19,9 @@ ENGLISH = {"instruction": "When is wheat sown in central Anatolia, and how deep 
            "output": "Usually in October after the first autumn rains, a few centimetres deep."}
 DUPLICATE = {"instruction": "Buğday ne zaman ekilir ve toprak nasıl hazırlanır?",
              "output": "Ekim ayında, iyi hazırlanmış ve bastırılmış tohum yatağına ekilir."}
-ARGS = ["model=tiny_random", "tokenize.max_seq_len=200", "split.val_size=4", "split.test_size=4"]
+# max_seq_len 200 drops half the rows on purpose (the report shows lengths before and after the filter)
+ARGS = ["model=tiny_random", "tokenize.max_seq_len=200", "tokenize.max_drop_share=1.0", "split.val_size=4",
+        "split.test_size=4"]
 
 
 @pytest.fixture(scope="module")

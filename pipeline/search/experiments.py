@@ -30,6 +30,12 @@ def new_eval_lines(path: Path, seen: int) -> list[dict]:
     return [json.loads(line) for line in lines if line.endswith("\n")]
 
 
+def _interruptible() -> None:
+    """In the child: Ctrl-C back to its default. A search started in the background (`nohup ... &`)
+    inherits SIGINT ignored, and so would the trial, which `stop` could then only kill hard."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def stop(process: subprocess.Popen) -> None:
     """Ctrl-C to the whole process group (DVC removes its temporary copy), harder if it lingers."""
     for sig, wait_s in ((signal.SIGINT, 60), (signal.SIGTERM, 30), (signal.SIGKILL, 30)):
@@ -54,7 +60,7 @@ def run_experiment(cmd: list[str], cwd: Path, env: dict, log_file: Path, eval_lo
         out.write("$ " + " ".join(cmd) + "\n")
         out.flush()
         process = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+                                   start_new_session=True, preexec_fn=_interruptible)
         try:
             while process.poll() is None:
                 time.sleep(poll_s)
