@@ -217,7 +217,7 @@ class TokenizeResult:
     answer_tokens: int = 0
 
 
-def _reject(record: dict, reason: str) -> dict:
+def reject_row(record: dict, reason: str) -> dict:
     """The stage writes it through pipeline.data.rejects (not imported here: finetune imports this module)."""
     return {"source": record["source"], "reason": reason, "id": record["id"],
             "raw": {k: v for k, v in record.items() if k not in ("id", "source")}}
@@ -236,7 +236,7 @@ def tokenize_records(records: list[dict], tokenizer, prompt_format: str, system_
             encoded.append((record, encode_full(record, tokenizer, prompt_format, system_prompt, train_on_inputs)))
         except ValueError as err:
             result.counts["dropped_unformattable"] += 1
-            result.rejects.append(_reject(record, str(err)))
+            result.rejects.append(reject_row(record, str(err)))
     result.full_lengths = [len(enc.input_ids) for _, enc in encoded]
     result.max_seq_len = resolve_max_seq_len(max_seq_len, result.full_lengths, max_drop_share, context_length)
     for record, full in encoded:
@@ -244,7 +244,7 @@ def tokenize_records(records: list[dict], tokenizer, prompt_format: str, system_
             enc = fit_length(full, record["source"], result.max_seq_len, truncation)
         except ValueError as err:
             result.counts["dropped_too_long"] += 1
-            result.rejects.append(_reject(record, str(err)))
+            result.rejects.append(reject_row(record, str(err)))
             continue
         result.counts["truncated"] += enc.truncated
         result.counts["trained_turns"] += enc.trained_turns

@@ -23,7 +23,7 @@ from pipeline.errors import HasatError
 from pipeline.tasks.base import TaskTraining, Tokenized
 from pipeline.train.modeling import load_saved, merge_adapter
 from pipeline.train.lengths import check_drop_share, length_report, length_stats, length_summary, resolve_max_seq_len
-from pipeline.train.prompts import encode_full, fit_length
+from pipeline.train.prompts import encode_full, fit_length, reject_row
 from pipeline.train.trainer import TaskData, lora_config
 
 PAIR_ANSWERS = ("chosen", "rejected")
@@ -52,11 +52,6 @@ def encode_answer(record: dict, answer: str, tokenizer, cfg: HasatConfig):
     return encode_full(chat, tokenizer, cfg.task.prompt_format, cfg.data.system_prompt, False)
 
 
-def _reject(record: dict, reason: str) -> dict:
-    return {"source": record["source"], "reason": reason, "id": record["id"],
-            "raw": {k: v for k, v in record.items() if k not in ("id", "source")}}
-
-
 def tokenize_preference(cfg: HasatConfig, rows: list[dict], tokenizer,
                         context_length: Optional[int] = None) -> Tokenized:
     """Every answer of a row encoded at full length first; a row is as long as its longest answer.
@@ -71,7 +66,7 @@ def tokenize_preference(cfg: HasatConfig, rows: list[dict], tokenizer,
                                      for name in answers_of(record)}))
         except ValueError as err:
             counts["dropped_unformattable"] += 1
-            rejects.append(_reject(record, str(err)))
+            rejects.append(reject_row(record, str(err)))
     full_lengths = [max(len(e.input_ids) for e in answers.values()) for _, answers in encoded]
     max_seq_len = resolve_max_seq_len(k.max_seq_len, full_lengths, k.max_drop_share, context_length)
     if k.truncation == "drop":
@@ -83,7 +78,7 @@ def tokenize_preference(cfg: HasatConfig, rows: list[dict], tokenizer,
             fitted = {name: fit_length(enc, record["source"], max_seq_len, k.truncation) for name, enc in answers.items()}
         except ValueError as err:
             counts["dropped_too_long" if str(err).startswith("too long") else "dropped_unformattable"] += 1
-            rejects.append(_reject(record, str(err)))
+            rejects.append(reject_row(record, str(err)))
             continue
         first = fitted[answers_of(record)[0]]
         out = {**record, "prompt_text": preference_prompt_text(record), "reference": record[answers_of(record)[0]],
