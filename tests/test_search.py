@@ -79,6 +79,27 @@ def test_suggestions_become_valid_overrides_and_the_present_settings_a_trial():
                                                          "train.lora.r=16", "train.lora.target_modules=[all-linear]"]
 
 
+def test_the_present_settings_are_queued_again_while_their_trial_has_only_failed():
+    import optuna
+
+    from pipeline.search import study as studies
+
+    search = load_search_config(["search=demo"], conf_dir=CONF)
+    cfg = load_config([], params_file=REPO / "params.yaml", conf_dir=CONF)
+    study = optuna.create_study()
+    studies.enqueue_first(study, search, cfg)
+    first = study.ask()
+    values = space.suggest(first, search.space)
+    assert first.user_attrs["defaults"] and values["learning_rate"] == 1e-3
+    study.tell(first, state=optuna.trial.TrialState.FAIL)  # say `dvc` was not found
+    studies.enqueue_first(study, search, cfg)  # the resume
+    again = study.ask()
+    assert again.user_attrs["defaults"] and space.suggest(again, search.space) == values
+    study.tell(again, 3.5)
+    studies.enqueue_first(study, search, cfg)  # it ran: no third baseline
+    assert not any(t.state == optuna.trial.TrialState.WAITING for t in study.trials)
+
+
 def test_plots_of_a_real_study(tmp_path):
     import optuna
 

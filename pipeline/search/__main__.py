@@ -20,6 +20,7 @@ import csv
 import logging
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,6 +54,9 @@ def check_repository(root: Path) -> None:
     """Trials are experiments of HEAD: without a committed dvc.lock each would rebuild every stage."""
     if not (root / "dvc.yaml").is_file() or not (root / ".git").exists():
         raise HasatError(f"{root}: run the search at the root of the repository (dvc.yaml, .git)")
+    if shutil.which("dvc") is None:
+        raise HasatError("dvc is not on PATH: run the search with the project's environment (make install; "
+                         "source .venv/bin/activate)")
     if subprocess.run(["git", "cat-file", "-e", "HEAD:dvc.lock"], cwd=root).returncode:
         raise HasatError("dvc.lock is not committed: run `dvc repro` and commit (trials are experiments of HEAD)")
 

@@ -108,7 +108,8 @@ class TrialFailed(Exception):
 
 
 def enqueue_first(study, search: SearchConfig, cfg: HasatConfig) -> None:
-    """Re-run the settings of trials an interrupt cut short; the present settings first in a new study."""
+    """Re-run the settings of trials an interrupt cut short; the present settings first in a new study
+    and again while no present-settings trial has run without failing."""
     import optuna
 
     requeued = {t.user_attrs.get("requeue_of") for t in study.trials}
@@ -116,7 +117,9 @@ def enqueue_first(study, search: SearchConfig, cfg: HasatConfig) -> None:
         if t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("interrupted") and t.number not in requeued:
             keep = {k: v for k, v in t.user_attrs.items() if k in ("defaults", "present_outside_space")}
             study.enqueue_trial(t.params, user_attrs={"requeue_of": t.number, **keep})
-    if search.enqueue_defaults and not study.trials:
+    # a new study, or one whose present-settings trial failed (a broken tool, say): the baseline first
+    if search.enqueue_defaults and not any(t.user_attrs.get("defaults") and t.state != optuna.trial.TrialState.FAIL
+                                           for t in study.get_trials(deepcopy=False)):
         present = space.current_values(cfg, search.space)
         inside = {n: v for n, v in present.items() if space.contains(search.space[n], v)}
         study.enqueue_trial(inside, user_attrs={"defaults": True, "present_outside_space": {
