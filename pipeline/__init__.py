@@ -23,4 +23,14 @@ def _use_project_environment() -> None:
              f"then `source .venv/bin/activate` (or use the .venv's python)")
 
 
+def _tools_of_this_interpreter() -> None:
+    """`.venv/bin/python -m pipeline.search` without an activated environment: the `dvc`, `torchrun` and
+    `accelerate` it starts must be this environment's, so its bin folder goes first on PATH."""
+    bin_dir = Path(sys.executable).parent
+    path = os.environ.get("PATH", "").split(os.pathsep)
+    if (bin_dir / "dvc").exists() and str(bin_dir) not in path:
+        os.environ["PATH"] = os.pathsep.join([str(bin_dir), *path])
+
+
 _use_project_environment()
+_tools_of_this_interpreter()

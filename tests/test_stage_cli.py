@@ -215,3 +215,18 @@ def test_stage_under_a_python_without_the_dependencies(tmp_path):
     assert "lacks hasat's dependencies" not in rerun.stderr
     assert "No module named" not in rerun.stderr
     assert rerun.stderr.startswith("hasat ingest: error: params.yaml")  # the stage itself ran, under the .venv's python
+
+
+def test_the_interpreters_own_tools_come_first_on_path():
+    """`.venv/bin/python -m pipeline.search` without activation starts `dvc`: this environment's."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import REPO
+
+    probe = "import os, pipeline; print(os.environ['PATH'].split(os.pathsep)[0])"
+    shown = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True,
+                           env={"PATH": "/usr/bin:/bin"}, timeout=60)
+    assert (Path(sys.executable).parent / "dvc").exists()
+    assert shown.stdout.strip() == str(Path(sys.executable).parent), shown.stderr
