@@ -39,6 +39,7 @@ Launcher = Literal["none", "torchrun", "accelerate"]
 Distributed = Literal["ddp", "fsdp", "deepspeed"]
 ReportSort = Literal["finetuned_chrf", "delta_chrf"]
 PiiKind = Literal["email", "iban", "tckn", "phone"]
+JudgeVerdict = Literal["text", "logits"]  # the verdict the judge writes, or its most probable token (local)
 
 # the system prompt of a data config that sets none: a Turkish assistant, no domain words
 GENERIC_SYSTEM_PROMPT = "Kısa ve doğru Türkçe yanıtlar veren yardımsever bir asistansın."
@@ -286,10 +287,11 @@ class DecodingConfig:
 class JudgeConfig:
     """LLM-as-judge (`eval.judge`): base vs fine-tuned answers, pairwise in both orders."""
     enabled: bool = False
-    model: Optional[str] = None  # a local model folder (transformers), or
+    model: Optional[str] = None  # a local model folder or model profile (conf/model/), or
     url: Optional[str] = None  # an OpenAI-compatible endpoint (.../v1); the key comes from api_key_env
     endpoint_model: str = "judge"  # the `model` name sent to the endpoint
     api_key_env: str = "HASAT_JUDGE_API_KEY"
+    verdict: str = choice(JudgeVerdict, "text")
     single_grade: bool = False  # also grade each answer alone, 1-10
     max_items: Optional[int] = None
     max_new_tokens: int = 256
@@ -322,8 +324,7 @@ class MlflowConfig:
 
 @dataclass
 class RegistryConfig:
-    """The MLflow model registry: `export` registers the merged model as alias `challenger`;
-    `python -m pipeline.promote` moves `champion` to it only when it wins on the test split."""
+    """The MLflow registry: export registers `challenger`; pipeline.promote moves `champion` to a winner."""
     enabled: bool = True
     model_name: Optional[str] = None  # null: hasat-<data.name>
 

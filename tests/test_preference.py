@@ -219,3 +219,38 @@ def test_local_model_judge_on_the_tiny_model(tiny_model_dir):
     assert all(set(i["judge"]["reasons"]) == {"tuned shown first", "base shown first"} for i in items)
     with pytest.raises(HasatError, match="^eval.judge.model: .*nope"):
         make_judge(JudgeConfig(enabled=True, model=str(tiny_model_dir.parent / "nope")))
+
+
+def test_a_logits_judge_always_gives_a_verdict_with_its_probabilities(tiny_model_dir):
+    from pipeline.config import JudgeConfig
+    from pipeline.errors import HasatError
+    from pipeline.eval.judge import VERDICT_ONLY, judge_items, make_judge
+
+    items = [{"prompt": "Buğday ne zaman ekilir?", "base": "Ekimde.", "finetuned": "Ekim ayında, toprak tavdayken."},
+             {"prompt": "Arpa ne zaman hasat edilir?", "base": "Bilmem.", "finetuned": "Haziranda, dane sertleşince."}]
+    cfg = JudgeConfig(enabled=True, model=str(tiny_model_dir), verdict="logits", single_grade=True)
+    judge = make_judge(cfg)
+    seen = []
+    choose = judge.choose
+    judge.choose = lambda prompts, options: seen.append((prompts, options)) or choose(prompts, options)
+    section = judge_items(cfg, items, 100, 0.95, 0, judge)
+    # the random tiny model writes no verdict (test above); read from its logits every reply has one
+    assert section["unparsed_verdicts"] == 0 and section["verdict"] == "logits"
+    assert section["position_consistency_items"] == 2
+    assert abs(sum(section[k]["value"] for k in ("win", "tie", "loss")) - 100.0) < 1e-6
+    reason = items[0]["judge"]["reasons"]["tuned shown first"]
+    probs = [float(x.split()[1]) for x in reason.split("(p ")[1].rstrip(")").split(", ")]
+    assert reason.startswith("[[") and len(probs) >= 2 and abs(sum(probs) - 1.0) < 0.02 and probs == sorted(probs)[::-1]
+    assert seen[0][1] == ["A", "B", "C"] and all(VERDICT_ONLY[0] in p for p in seen[0][0])
+    assert all(g in range(1, 11) for g in (items[0]["judge"]["base_grade"], items[0]["judge"]["finetuned_grade"]))
+    with pytest.raises(HasatError, match="^eval.judge.verdict=logits needs a local judge"):
+        make_judge(JudgeConfig(enabled=True, url="http://127.0.0.1:9/v1", verdict="logits"))
+
+
+def test_a_judge_can_be_a_model_profile():
+    from pipeline.config import JudgeConfig
+    from pipeline.eval.judge import make_judge
+
+    judge = make_judge(JudgeConfig(enabled=True, model="tiny_random", verdict="logits"))
+    [reply] = judge.choose(["Hangisi daha iyi?"], ["A", "B"])
+    assert judge.name.startswith("model profile tiny_random") and reply[:5] in ("[[A]]", "[[B]]") and "(p " in reply

@@ -21,11 +21,12 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from html import escape
+from pathlib import Path
 from typing import Optional, Protocol
 
 import numpy as np
 
-from pipeline.config import JudgeConfig
+from pipeline.config import CONF_DIR, JudgeConfig
 from pipeline.errors import HasatError
 from pipeline.eval.bootstrap import paired_bootstrap, percentile_interval, resample_counts
 from pipeline.eval.metrics import mean_score
@@ -57,6 +58,13 @@ gerekçe yaz, sonra son satıra yanıta 1 ile 10 arasında bir puan ver, tam ola
 [Asistanın yanıtının başı]
 {answer}
 [Asistanın yanıtının sonu]"""
+# eval.judge.verdict=logits: the instruction asks for the verdict alone; the judge's turn opens with "[["
+REASON_FIRST = ("Önce kısa bir gerekçe yaz, sonra son satıra yalnızca kararını şu biçimde yaz:",
+                "Önce kısa bir gerekçe yaz, sonra son satıra yanıta 1 ile 10 arasında bir puan ver,")
+VERDICT_ONLY = ("Gerekçe yazma, yalnızca kararını şu biçimde yaz:",
+                "Gerekçe yazma, yalnızca yanıta 1 ile 10 arasında bir puan ver,")
+VERDICT_OPENER = "[["
+assert REASON_FIRST[0] in PAIR_PROMPT and REASON_FIRST[1] in GRADE_PROMPT
 VERDICT_RE = re.compile(r"\[\[\s*([ABC])\s*\]\]")
 GRADE_RE = re.compile(r"\[\[\s*(10|[1-9])(?:\s*/\s*10)?\s*\]\]")
 OUTCOMES = ("win", "tie", "loss")  # of the fine-tuned model against the base
@@ -117,37 +125,79 @@ class EndpointJudge:
 
 
 class LocalJudge:
-    """A model folder loaded with transformers; greedy answers to the chat-templated prompts."""
+    """A local model: a folder written by the pipeline (models/base, models/export) or a model profile of
+    conf/model/ (e.g. `gemma3_270m`, built from its offline package when the judge starts).
 
-    def __init__(self, folder: str, max_new_tokens: int = 256, batch_size: int = 8):
+    `complete` answers greedily. `choose` (eval.judge.verdict=logits) starts the judge's turn with "[[" and
+    takes the most probable of the allowed next tokens: a small model that rarely writes a well-formed
+    verdict still gives one, and the reply records the probabilities instead of a reason."""
+
+    def __init__(self, location: str, max_new_tokens: int = 256, batch_size: int = 8, seed: int = 42):
         from pipeline.train.modeling import device, load_saved, require_model_folder
 
-        try:
-            require_model_folder(folder)
-        except HasatError as err:
-            raise HasatError(f"eval.judge.model: {err}") from None
-        self.name = f"local model {folder}"
-        self.tokenizer, self.model = load_saved(folder)
-        self.model.to(device())
+        profile = Path(CONF_DIR) / "model" / f"{location}.yaml"
+        if not Path(location).exists() and "/" not in location and profile.is_file():
+            from pipeline.config_loader import load_config
+            from pipeline.train.modeling import load_base
+
+            model_cfg = load_config([f"model={location}"]).model
+            self.name = f"model profile {location} ({model_cfg.name})"
+            self.tokenizer, self.model = load_base(model_cfg, seed)
+        else:
+            try:
+                require_model_folder(location)
+            except HasatError as err:
+                raise HasatError(f"eval.judge.model: {err} (or name a model profile of conf/model/)") from None
+            self.name = f"local model {location}"
+            self.tokenizer, self.model = load_saved(location)
+        self.model.to(device()).eval()
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
 
     def check(self) -> None:
         return None
 
+    def _prompt_ids(self, prompt: str) -> list[int]:
+        ids = self.tokenizer.apply_chat_template([{"role": "system", "content": SYSTEM},
+                                                  {"role": "user", "content": prompt}],
+                                                 add_generation_prompt=True, tokenize=True, return_dict=False)
+        return list(ids["input_ids"]) if isinstance(ids, dict) else list(ids)
+
     def complete(self, prompts: list[str]) -> list[str]:
         from pipeline.eval.generation import generate
 
-        ids = [self.tokenizer.apply_chat_template([{"role": "system", "content": SYSTEM},
-                                                   {"role": "user", "content": p}],
-                                                  add_generation_prompt=True, tokenize=True, return_dict=False)
-               for p in prompts]
-        ids = [list(x["input_ids"]) if isinstance(x, dict) else list(x) for x in ids]
-        outs = generate(self.model, self.tokenizer, ids, self.max_new_tokens, self.batch_size, desc="evaluate: judge")
+        outs = generate(self.model, self.tokenizer, [self._prompt_ids(p) for p in prompts], self.max_new_tokens,
+                        self.batch_size, desc="evaluate: judge")
         return [o.text for o in outs]
+
+    def choose(self, prompts: list[str], options: list[str]) -> list[str]:
+        """For each prompt, "[[X]] (p ...)": X the most probable option after the judge's turn opens with "[["
+        (options that are not one token are left out; none left is an error)."""
+        import torch
+
+        from pipeline.progress import Progress
+
+        opener = self.tokenizer.encode(VERDICT_OPENER, add_special_tokens=False)
+        ids = {o: self.tokenizer.encode(o, add_special_tokens=False) for o in options}
+        single = {o: i[0] for o, i in ids.items() if len(i) == 1}
+        if not single:
+            raise HasatError(f"eval.judge.verdict=logits: none of {options} is one token for this judge's tokenizer")
+        replies, shown = [], Progress(len(prompts), "evaluate: judge (logits)", unit="prompt")
+        with torch.inference_mode():
+            for prompt in prompts:
+                input_ids = torch.tensor([self._prompt_ids(prompt) + opener], device=self.model.device)
+                logits = self.model(input_ids=input_ids).logits[0, -1].float()
+                probs = torch.softmax(logits[list(single.values())], dim=0).tolist()
+                ranked = sorted(zip(single, probs), key=lambda kv: -kv[1])
+                replies.append(f"[[{ranked[0][0]}]] (p " + ", ".join(f"{o} {p:.2f}" for o, p in ranked) + ")")
+                shown.update()
+        shown.close()
+        return replies
 
 
 def make_judge(cfg: JudgeConfig):
     if cfg.url:
+        if cfg.verdict == "logits":
+            raise HasatError("eval.judge.verdict=logits needs a local judge (eval.judge.model), not an endpoint")
         return EndpointJudge(cfg.url, cfg.endpoint_model, cfg.api_key_env, cfg.max_new_tokens, cfg.timeout_s)
     if cfg.model:
         return LocalJudge(cfg.model, cfg.max_new_tokens)
@@ -162,6 +212,17 @@ def ready_judge(cfg: JudgeConfig):
     judge = make_judge(cfg)
     judge.check()
     return judge
+
+
+def ask(judge, cfg: JudgeConfig, prompts: list[str], options: list[str]) -> list[str]:
+    """The judge's replies: written (verdict=text), or its most probable option (verdict=logits)."""
+    if cfg.verdict != "logits":
+        return judge.complete(prompts)
+    if not hasattr(judge, "choose"):
+        raise HasatError(f"eval.judge.verdict=logits: the judge {judge.name} gives no token probabilities")
+    for reason_first, verdict_only in zip(REASON_FIRST, VERDICT_ONLY):
+        prompts = [p.replace(reason_first, verdict_only) for p in prompts]
+    return judge.choose(prompts, options)
 
 
 def parse_verdict(text: str) -> Optional[str]:
@@ -209,7 +270,7 @@ def judge_items(cfg: JudgeConfig, items: list[dict], resamples: int, confidence:
     for item in items:
         prompts.append(PAIR_PROMPT.format(question=item["prompt"], answer_a=item["finetuned"], answer_b=item["base"]))
         prompts.append(PAIR_PROMPT.format(question=item["prompt"], answer_a=item["base"], answer_b=item["finetuned"]))
-    replies = judge.complete(prompts)
+    replies = ask(judge, cfg, prompts, ["A", "B", "C"])
     finals, consistent, unparsed = [], [], 0
     for i, item in enumerate(items):
         first, second = replies[2 * i], replies[2 * i + 1]
@@ -226,7 +287,7 @@ def judge_items(cfg: JudgeConfig, items: list[dict], resamples: int, confidence:
                          "reasons": {"tuned shown first": first.strip(), "base shown first": second.strip()}}
     counts = resample_counts(len(items), resamples, seed)
     outcome = {"win": "tuned", "tie": "tie", "loss": "base"}
-    section = {"judge": judge.name, "items": len(items), "orders": 2,
+    section = {"judge": judge.name, "verdict": cfg.verdict, "items": len(items), "orders": 2,
                **{k: _rate(np.array([f == outcome[k] for f in finals], dtype=float), counts, confidence)
                   for k in OUTCOMES},
                "position_consistency": _rate(np.array(consistent, dtype=float),
@@ -236,15 +297,15 @@ def judge_items(cfg: JudgeConfig, items: list[dict], resamples: int, confidence:
                "unparsed_verdicts": unparsed,
                "rule": "a verdict that flips when the answers swap places counts as a tie"}
     if cfg.single_grade:
-        section["grades"] = grade_items(judge, items, counts, confidence)
+        section["grades"] = grade_items(judge, cfg, items, counts, confidence)
     return section
 
 
-def grade_items(judge, items: list[dict], counts: np.ndarray, confidence: float) -> dict:
+def grade_items(judge, cfg: JudgeConfig, items: list[dict], counts: np.ndarray, confidence: float) -> dict:
     """Single-answer grading (1-10) of both answers; items without a readable grade are left out."""
     prompts = [GRADE_PROMPT.format(question=item["prompt"], answer=item[side])
                for item in items for side in ("base", "finetuned")]
-    replies = judge.complete(prompts)
+    replies = ask(judge, cfg, prompts, [str(grade) for grade in range(1, 11)])
     grades = {"base": [], "finetuned": []}
     for i, item in enumerate(items):
         for j, side in enumerate(("base", "finetuned")):
@@ -278,7 +339,9 @@ def section_html(section: dict) -> str:
     graded = (f"<p>Single-answer grades (1-10, {grades['graded_items']} items): base {grades['base']:.2f}, "
               f"fine-tuned {grades['finetuned']:.2f}, delta {grades['delta']:+.2f} {grades['delta_ci']}.</p>"
               if grades.get("graded_items") else "")
-    return (f"<h2>LLM judge: fine-tuned vs base</h2><p class=\"note\">Judge: {escape(section['judge'])}; "
+    how = (" (verdict: its most probable of A/B/C after \"[[\", no written reason)"
+           if section.get("verdict") == "logits" else "")
+    return (f"<h2>LLM judge: fine-tuned vs base</h2><p class=\"note\">Judge: {escape(section['judge'])}{how}; "
             f"{section['items']} items, each judged in both orders; {escape(section['rule'])}. Rates in % of items "
             f"with percentile bootstrap intervals; {section['unparsed_verdicts']} replies had no verdict (tie); "
             f"position consistency over the {section['position_consistency_items']} items with a verdict in both "
@@ -291,7 +354,8 @@ def summary_lines(section: dict) -> list[str]:
     w, t, lo, pc = (section[k] for k in ("win", "tie", "loss", "position_consistency"))
     consistency = (f"position-consistent {pc['value']:.1f}% of {section['position_consistency_items']}" if pc
                    else "no item got a verdict in both orders")
-    return [f"judge ({section['judge']}, {section['items']} items, both orders): fine-tuned wins {w['value']:.1f}% "
+    how = ", verdicts read from its logits" if section.get("verdict") == "logits" else ""
+    return [f"judge ({section['judge']}{how}, {section['items']} items, both orders): fine-tuned wins {w['value']:.1f}% "
             f"[{w['low']:.1f}, {w['high']:.1f}], ties {t['value']:.1f}%, loses {lo['value']:.1f}% "
             f"[{lo['low']:.1f}, {lo['high']:.1f}]; {consistency}; {section['unparsed_verdicts']} replies without "
             "a verdict"]
