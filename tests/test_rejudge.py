@@ -50,3 +50,13 @@ def test_rejudge_says_what_is_wrong_in_one_line(tmp_path, monkeypatch, capsys, r
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and message in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_rejudge_reads_this_workspaces_predictions_by_default(tmp_path, monkeypatch, capsys):
+    (tmp_path / "reports/eval").mkdir(parents=True)
+    _predictions(tmp_path / "reports/eval", ROWS[:1])
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    with JudgeStub(["[[C]]"]) as judge:
+        assert rejudge.main([f"eval.judge.url={judge.url}", "--out", "j"]) == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "j/judge.json").read_text())["tie"]["value"] == 100.0

@@ -55,12 +55,16 @@ def page(section: dict, items: list[dict], source: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.eval.rejudge", description=__doc__.split("\n\n")[0])
-    parser.add_argument("predictions", nargs="?", type=Path, default=paths.PREDICTIONS)
+    parser.add_argument("words", nargs="*", metavar="[PREDICTIONS] [KEY=VALUE ...]",
+                        help=f"a predictions file (default {paths.PREDICTIONS}), eval.judge.* and eval.bootstrap.* keys")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("overrides", nargs="*", help="eval.judge.KEY=VALUE (and eval.bootstrap.*)")
-    args, extra = parser.parse_known_args(argv)
-    overrides = [o for o in [*args.overrides, *extra] if "=" in o]
+    args = parser.parse_intermixed_args(argv)
+    overrides = [w for w in args.words if "=" in w]
+    files = [Path(w) for w in args.words if "=" not in w]
+    args.predictions = files[0] if files else Path(paths.PREDICTIONS)
     try:
+        if len(files) > 1:
+            raise HasatError(f"one predictions file at a time (got {', '.join(map(str, files))})")
         from pipeline.config_loader import load_config
 
         wrong = [o for o in overrides if not o.startswith(("eval.judge.", "eval.bootstrap."))]
