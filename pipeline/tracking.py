@@ -59,7 +59,13 @@ def _experiment_id(mlflow, name: str, uri: str) -> str:
     artifacts = None
     if uri.startswith("sqlite:///") or "://" not in uri:  # keep artifacts beside a local store
         artifacts = (repository_root() / "mlartifacts").as_uri()
-    return mlflow.create_experiment(name, artifact_location=artifacts)
+    try:
+        return mlflow.create_experiment(name, artifact_location=artifacts)
+    except mlflow.exceptions.MlflowException:  # another process (a search worker) created it meanwhile
+        existing = mlflow.get_experiment_by_name(name)
+        if existing is None:
+            raise
+        return existing.experiment_id
 
 
 def git_commit() -> Optional[str]:
@@ -329,7 +335,7 @@ def log_search_trial(cfg: HasatConfig, parent_id: str, number: int, metrics: dic
 
 
 def finish_search_run(cfg: HasatConfig, parent_id: str, metrics: dict[str, float], tags: dict[str, str],
-                      artifacts: Path) -> None:
+                      artifacts: Path, finished: bool = True) -> None:
     client, _, _ = _client_and_store(cfg)
     for key, value in metrics.items():
         client.log_metric(parent_id, key, value)
@@ -337,4 +343,5 @@ def finish_search_run(cfg: HasatConfig, parent_id: str, metrics: dict[str, float
         client.set_tag(parent_id, key, value[:5000])
     if Path(artifacts).is_dir():
         client.log_artifacts(parent_id, str(artifacts), artifact_path="search")
-    client.set_terminated(parent_id, status="FINISHED")
+    if finished:  # (not while other workers still run trials under it)
+        client.set_terminated(parent_id, status="FINISHED")

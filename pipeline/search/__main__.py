@@ -26,6 +26,7 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import Optional
 
 from pipeline import paths, tracking
 from pipeline.config import flatten
@@ -47,6 +48,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--study-name", help="search.study_name: the same name (and storage) resumes a study")
     parser.add_argument("--storage", help="search.storage: an SQLAlchemy URL, e.g. postgresql://user@host/optuna")
     parser.add_argument("--no-score", action="store_true", help="skip the test-split runs at the end")
+    parser.add_argument("--push", metavar="GIT_REMOTE",
+                        help="search.push: `dvc exp push` each finished trial to this remote (several machines)")
     return parser.parse_intermixed_args(argv)  # overrides before or after the flags
 
 
@@ -65,8 +68,18 @@ def best_line(overrides: list[str]) -> str:
     return "dvc exp run " + " ".join(f"-S {shlex.quote(o)}" for o in overrides)
 
 
-def score(name: str, overrides: list[str], root: Path, out_dir: Path) -> dict:
-    """The pipeline up to evaluate for one setting (the test split), its eval.json and predictions kept."""
+def score(name: str, overrides: list[str], root: Path, out_dir: Path, trial_exp: Optional[str] = None,
+          remote: Optional[str] = None) -> dict:
+    """The pipeline up to evaluate for one setting (the test split), its eval.json and predictions kept.
+    With a remote, a trial that ran on another machine is pulled first: its run cache lets DVC restore
+    the model that trial trained instead of training again; the scoring run is pushed afterwards."""
+    if remote and trial_exp and trial_exp not in experiments.experiment_revs(root):
+        error = experiments.share("pull", remote, [trial_exp], root)
+        if error:
+            log.warning("search: could not pull %s from %s, so its finetune runs again (%s)", trial_exp, remote,
+                        error)
+        else:
+            experiments.cache_git_tracked_outputs(experiments.experiment_revs(root)[trial_exp], root)
     name = experiments.unique_name(name, root)
     log.info("search: scoring %s on the test split: %s", name, best_line(overrides))
     log_file = out_dir / f"{name}.log"
@@ -78,8 +91,11 @@ def score(name: str, overrides: list[str], root: Path, out_dir: Path) -> dict:
     rev = experiments.experiment_revs(root)[name]
     predictions = experiments.copy_output_at(rev, paths.PREDICTIONS.as_posix(), root,
                                              out_dir / f"{name}.predictions.jsonl")
-    return {"exp": name, "rev": rev, "eval": experiments.read_json_at(rev, paths.stats("eval").as_posix(), root),
-            "predictions": str(predictions)}
+    result = {"exp": name, "rev": rev, "eval": experiments.read_json_at(rev, paths.stats("eval").as_posix(), root),
+              "predictions": str(predictions)}
+    if remote:
+        result["pushed"] = studies.push(name, remote, root)
+    return result
 
 
 def versus(defaults: dict, best: dict, out_dir: Path) -> str:
@@ -112,7 +128,8 @@ def summarise(study, out_dir: Path) -> dict:
             writer.writerow([t.number, t.state.name, t.value, t.user_attrs.get("dvc_exp"),
                              " ".join(t.user_attrs.get("overrides", []))])
     defaults = studies.default_trial(study)
-    return {"study": study.study_name, "trials": len(study.trials), **counts,
+    pushed = sum(bool(t.user_attrs.get("pushed")) for t in complete)
+    return {"study": study.study_name, "trials": len(study.trials), **counts, "pushed": pushed,
             "best": {"number": best.number, "val_loss": best.value, "params": best.params,
                      "dvc_exp": best.user_attrs.get("dvc_exp"), "overrides": best.user_attrs.get("overrides")},
             "defaults": None if defaults is None else {
@@ -126,7 +143,7 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     search = load_search_config(args.overrides)
     for key, value in (("n_trials", args.n_trials), ("timeout", args.timeout), ("study_name", args.study_name),
-                       ("storage", args.storage)):
+                       ("storage", args.storage), ("push", args.push)):
         if value is not None:
             setattr(search, key, value)
     root = Path.cwd()
@@ -136,13 +153,12 @@ def main(argv: list[str]) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    study = studies.open_study(search, root)
-    parent = tracking.open_search_run(cfg, search.study_name, study.user_attrs.get(studies.PARENT_ATTR),
-                                      {f"search.{k}": v for k, v in flatten(search).items()})
-    study.set_user_attr(studies.PARENT_ATTR, parent)
+    study, created = studies.open_study(search, root)
+    earlier = len(study.trials)
+    parent = studies.join(study, created, search, cfg, lambda run_id: tracking.open_search_run(
+        cfg, search.study_name, run_id, {f"search.{k}": v for k, v in flatten(search).items()}))
     log.info("search: study '%s' in %s (%d earlier trials), MLflow parent run %s", search.study_name,
-             studies.storage_url(search.storage, root), len(study.trials), parent)
-    studies.enqueue_first(study, search, cfg)
+             studies.storage_url(search.storage, root), earlier, parent)
     objective = studies.Objective(search, cfg, root, parent, out_dir)
     try:
         study.optimize(objective, n_trials=search.n_trials, timeout=search.timeout, catch=(studies.TrialFailed,))
@@ -162,29 +178,38 @@ def main(argv: list[str]) -> int:
     print(f"  reproduce: {best_line(best['overrides'])}")
     print(f"  or take its finetune outputs: dvc exp apply {best['dvc_exp']}")
     print(f"  plots: {', '.join(str(p.relative_to(root)) for p in plots)}")
+    if search.push:
+        print(f"  shared: {summary['pushed']} of {summary.get('complete', 0)} complete trials pushed to "
+              f"'{search.push}' (this and other workers); dvc exp pull {search.push} <name> fetches one")
     metrics = {"best_val_loss": best["val_loss"], "trials_complete": summary.get("complete", 0),
                "trials_pruned": summary.get("pruned", 0)}
     if search.score_best and not args.no_score:
         summary["test"] = score_runs(summary, search, root, out_dir, metrics)
     write_json(out_dir / "summary.json", summary)
-    tracking.finish_search_run(cfg, parent, metrics, {"hasat.search.best": best_line(best["overrides"])}, out_dir)
+    others = sum(t.state == optuna.trial.TrialState.RUNNING for t in study.get_trials(deepcopy=False))
+    if others:
+        print(f"  {others} trial(s) of other workers still running: the study's MLflow run stays RUNNING")
+    tracking.finish_search_run(cfg, parent, metrics, {"hasat.search.best": best_line(best["overrides"])}, out_dir,
+                               finished=not others)
     return 0
 
 
 def score_runs(summary: dict, search, root: Path, out_dir: Path, metrics: dict) -> dict:
     """The test split, once for the best settings and once for the present ones (unless the same)."""
-    best = score(f"{search.study_name}-best", summary["best"]["overrides"], root, out_dir)
+    best = score(f"{search.study_name}-best", summary["best"]["overrides"], root, out_dir,
+                 summary["best"]["dvc_exp"], search.push)
     test = {"best": best}
     metrics.update({f"test.best.{k}": v for k, v in flatten(best["eval"]).items()
                     if k.startswith(("finetuned.", "systems.finetuned.")) and isinstance(v, (int, float))})
     defaults = summary["defaults"]
     if defaults and defaults["number"] != summary["best"]["number"]:
-        test["defaults"] = score(f"{search.study_name}-defaults", list(search.overrides), root, out_dir)
+        test["defaults"] = score(f"{search.study_name}-defaults", list(search.overrides), root, out_dir,
+                                 defaults["dvc_exp"], search.push)
         text = versus(test["defaults"], best, out_dir)
         print(f"\nTest split, present settings vs best trial's (fine-tuned answers):\n{text}")
     elif defaults:
         print("\nThe present settings were the best trial: nothing to compare on the test split.")
-    return {k: {"exp": v["exp"], "rev": v["rev"]} for k, v in test.items()}
+    return {k: {"exp": v["exp"], "rev": v["rev"], "pushed": v.get("pushed")} for k, v in test.items()}
 
 
 if __name__ == "__main__":

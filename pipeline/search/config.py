@@ -55,6 +55,7 @@ class SearchConfig:
     enqueue_defaults: bool = True  # the first trial runs the current settings (the baseline to beat)
     overrides: List[str] = field(default_factory=list)  # fixed for every trial and both scoring runs
     score_best: bool = True  # run up to evaluate (test split) for the best trial and the defaults
+    push: Optional[str] = None  # a git remote: `dvc exp push` each finished trial and scoring run to it
     space: Dict[str, SearchParam] = field(default_factory=_default_space)
 
 

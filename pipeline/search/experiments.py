@@ -117,3 +117,47 @@ def copy_output_at(rev: str, path: str, cwd: Path, dest: Path) -> Path:
 def tail(path: Path, lines: int = 15) -> str:
     text = path.read_text(encoding="utf-8", errors="replace").splitlines() if path.is_file() else []
     return "\n".join(text[-lines:])
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"
+
+
+def share(action: str, remote: str, names: list[str], cwd: Path, timeout_s: float = 900) -> Optional[str]:
+    """`dvc exp push|pull <remote> <names> --run-cache`: the experiments' git refs, their DVC-cached
+    outputs (the default DVC remote) and the run cache, which lets another clone restore a trial's
+    finetune outputs instead of training again. None when it worked, else its last line of output."""
+    cmd = ["dvc", "exp", action, "--run-cache", remote, *names]
+    try:
+        result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout_s)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"{' '.join(cmd)}: {err}"
+    return None if result.returncode == 0 else f"{' '.join(cmd)}: {_last_line(result.stderr or result.stdout)}"
+
+
+def cache_git_tracked_outputs(rev: str, cwd: Path) -> int:
+    """Put an experiment's `cache: false` outputs (metrics/finetune.json, reports/loss/*.csv) into
+    this clone's DVC cache from its git commit. DVC restores a stage from the run cache only when all
+    its outputs are in the local cache, these too, but `dvc exp push --run-cache` sends the run records
+    and the cached outputs, not these: without them a trial pulled from another machine trains again.
+    Only bytes whose md5 is the one dvc.lock records are added. Returns how many were added."""
+    import hashlib
+
+    import yaml
+    from dvc.repo import Repo
+
+    lock = yaml.safe_load(_git(["show", f"{rev}:dvc.lock"], cwd)) or {}
+    added = 0
+    with Repo(str(cwd)) as repo:
+        odb = repo.cache.local
+        for stage in (lock.get("stages") or {}).values():
+            for out in stage.get("outs") or []:
+                md5 = str(out.get("md5", ""))
+                if not md5 or md5.endswith(".dir") or odb.exists(md5):
+                    continue
+                data = subprocess.run(["git", "show", f"{rev}:{out['path']}"], cwd=cwd, capture_output=True)
+                if data.returncode == 0 and hashlib.md5(data.stdout).hexdigest() == md5:
+                    odb.add_bytes(md5, data.stdout)
+                    added += 1
+    return added

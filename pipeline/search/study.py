@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import logging
 import os
+import random
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from pipeline import paths, tracking
 from pipeline.config import HasatConfig
@@ -20,14 +22,38 @@ from pipeline.search import experiments, space
 log = logging.getLogger("hasat")
 OBJECTIVE = "best_val_loss"  # metrics/finetune.json: the lowest validation loss of the run
 PARENT_ATTR = "mlflow_parent_run_id"
+SQLITE_BUSY_S = 120  # how long a worker waits for another's write to an SQLite study
+PARENT_WAIT_S = 120  # how long a worker that joined a new study waits for its creator's MLflow parent run
 
 
 def storage_url(configured: Optional[str], root: Path) -> str:
     return configured or f"sqlite:///{(root / paths.OPTUNA_DB).resolve()}"
 
 
+def rdb_storage(url: str, attempts: int = 5):
+    """The RDB storage. SQLite waits up to SQLITE_BUSY_S for another worker's write instead of the
+    driver's 5 s, and two workers that create a new file's tables at once (one of them finds a
+    table the other just made) retry."""
+    import optuna
+    import sqlalchemy.exc
+
+    kwargs = {"connect_args": {"timeout": SQLITE_BUSY_S}} if url.startswith("sqlite") else {}
+    for attempt in range(1, attempts + 1):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except ImportError as err:  # e.g. postgresql:// without a driver
+            raise HasatError(f"search.storage: {err} (install the database driver, e.g. psycopg2-binary)") from None
+        except sqlalchemy.exc.SQLAlchemyError as err:
+            if attempt == attempts:
+                raise HasatError(f"search.storage {url}: {str(err).splitlines()[0]}") from None
+            time.sleep(0.5 + random.random())
+
+
 def open_study(search: SearchConfig, root: Path):
-    """Create the study, or load it when one of that name is in the storage (resume; other machines)."""
+    """(study, created): create the study, or load it when one of that name is in the storage (a
+    resumed study, or another worker's). Creating is atomic in the database (unique study names), so
+    of several workers started at once exactly one is its creator. A worker that joins an existing
+    study re-seeds its sampler: with the same seed as the others it would draw the same values."""
     import optuna
 
     sampler = (optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=search.sampler_startup_trials)
@@ -35,11 +61,32 @@ def open_study(search: SearchConfig, root: Path):
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=search.prune_after_trials,
                                           n_warmup_steps=search.prune_warmup_steps)
               if search.pruner == "median" else optuna.pruners.NopPruner())
+    storage = rdb_storage(storage_url(search.storage, root))
     try:
-        return optuna.create_study(storage=storage_url(search.storage, root), study_name=search.study_name,
-                                   sampler=sampler, pruner=pruner, direction="minimize", load_if_exists=True)
-    except ImportError as err:  # e.g. postgresql:// without a driver
-        raise HasatError(f"search.storage: {err} (install the database driver, e.g. psycopg2-binary)") from None
+        return optuna.create_study(storage=storage, study_name=search.study_name, sampler=sampler, pruner=pruner,
+                                   direction="minimize"), True
+    except optuna.exceptions.DuplicatedStudyError:
+        sampler.reseed_rng()
+        return optuna.load_study(storage=storage, study_name=search.study_name, sampler=sampler, pruner=pruner), False
+
+
+def join(study, created: bool, search: SearchConfig, cfg: HasatConfig, open_parent: Callable[[Optional[str]], str],
+         wait_s: float = PARENT_WAIT_S, poll_s: float = 1.0) -> str:
+    """Queue the first trials and return the study's one MLflow parent run. The creator queues and
+    then opens the parent and records it in the study; a worker that joined waits until it is
+    recorded, instead of opening a second parent at the same moment (one record would win, and the
+    other worker's trials would hang under a parent the study no longer names). After `wait_s`
+    without one (its creator stopped before recording it), the worker opens it itself."""
+    if not created:
+        deadline = time.monotonic() + wait_s
+        while PARENT_ATTR not in study.user_attrs and time.monotonic() < deadline:
+            time.sleep(poll_s)
+        if PARENT_ATTR not in study.user_attrs:
+            log.info("search: study '%s' has no MLflow parent run after %.0f s: opening one", study.study_name, wait_s)
+    enqueue_first(study, search, cfg)
+    parent = open_parent(study.user_attrs.get(PARENT_ATTR))
+    study.set_user_attr(PARENT_ATTR, parent)
+    return parent
 
 
 @dataclass
@@ -97,10 +144,22 @@ class Objective:
         value = float(stats[OBJECTIVE])
         log.info("search: trial %d: validation loss %.4f (%s steps)", trial.number, value, stats.get("steps"))
         self._record(trial.number, name, "COMPLETE", {"trial_val_loss": value})
+        if self.search.push:
+            trial.set_user_attr("pushed", push(name, self.search.push, self.root))
         return value
 
     def _record(self, number: int, name: str, state: str, metrics: dict[str, float]) -> None:
         tracking.log_search_trial(self.cfg, self.parent_run_id, number, metrics, name, state)
+
+
+def push(name: str, remote: str, root: Path) -> bool:
+    """Share an experiment (`dvc exp push`); a failure is one line in the log and loses nothing."""
+    error = experiments.share("push", remote, [name], root)
+    if error:
+        log.warning("search: %s was not pushed to %s (%s)", name, remote, error)
+    else:
+        log.info("search: pushed %s to %s", name, remote)
+    return error is None
 
 
 class TrialFailed(Exception):
