@@ -185,7 +185,8 @@ class LocalJudge:
         with torch.inference_mode():
             for prompt in prompts:
                 input_ids = torch.tensor([self._prompt_ids(prompt) + opener], device=self.model.device)
-                logits = self.model(input_ids=input_ids).logits[0, -1].float()
+                # the last position's logits only: a 262k vocabulary over every position costs most of the time
+                logits = self.model(input_ids=input_ids, logits_to_keep=1).logits[0, -1].float()
                 probs = torch.softmax(logits[list(single.values())], dim=0).tolist()
                 ranked = sorted(zip(single, probs), key=lambda kv: -kv[1])
                 replies.append(f"[[{ranked[0][0]}]] (p " + ", ".join(f"{o} {p:.2f}" for o, p in ranked) + ")")
