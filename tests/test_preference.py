@@ -242,6 +242,7 @@ def test_a_logits_judge_always_gives_a_verdict_with_its_probabilities(tiny_model
     probs = [float(x.split()[1]) for x in reason.split("(p ")[1].rstrip(")").split(", ")]
     assert reason.startswith("[[") and len(probs) >= 2 and abs(sum(probs) - 1.0) < 0.02 and probs == sorted(probs)[::-1]
     assert seen[0][1] == ["A", "B", "C"] and all(VERDICT_ONLY[0] in p for p in seen[0][0])
+    assert seen[1][1] == [str(g) for g in range(1, 11)] and all(VERDICT_ONLY[1] in p for p in seen[1][0])
     assert all(g in range(1, 11) for g in (items[0]["judge"]["base_grade"], items[0]["judge"]["finetuned_grade"]))
     with pytest.raises(HasatError, match="^eval.judge.verdict=logits needs a local judge"):
         make_judge(JudgeConfig(enabled=True, url="http://127.0.0.1:9/v1", verdict="logits"))

@@ -65,6 +65,8 @@ VERDICT_ONLY = ("Gerekçe yazma, yalnızca kararını şu biçimde yaz:",
                 "Gerekçe yazma, yalnızca yanıta 1 ile 10 arasında bir puan ver,")
 VERDICT_OPENER = "[["
 assert REASON_FIRST[0] in PAIR_PROMPT and REASON_FIRST[1] in GRADE_PROMPT
+PAIR_PROMPTS = {"text": PAIR_PROMPT, "logits": PAIR_PROMPT.replace(REASON_FIRST[0], VERDICT_ONLY[0])}
+GRADE_PROMPTS = {"text": GRADE_PROMPT, "logits": GRADE_PROMPT.replace(REASON_FIRST[1], VERDICT_ONLY[1])}
 VERDICT_RE = re.compile(r"\[\[\s*([ABC])\s*\]\]")
 GRADE_RE = re.compile(r"\[\[\s*(10|[1-9])(?:\s*/\s*10)?\s*\]\]")
 OUTCOMES = ("win", "tie", "loss")  # of the fine-tuned model against the base
@@ -221,8 +223,6 @@ def ask(judge, cfg: JudgeConfig, prompts: list[str], options: list[str]) -> list
         return judge.complete(prompts)
     if not hasattr(judge, "choose"):
         raise HasatError(f"eval.judge.verdict=logits: the judge {judge.name} gives no token probabilities")
-    for reason_first, verdict_only in zip(REASON_FIRST, VERDICT_ONLY):
-        prompts = [p.replace(reason_first, verdict_only) for p in prompts]
     return judge.choose(prompts, options)
 
 
@@ -269,8 +269,9 @@ def judge_items(cfg: JudgeConfig, items: list[dict], resamples: int, confidence:
         raise HasatError("eval.judge: no test items to judge")
     prompts = []
     for item in items:
-        prompts.append(PAIR_PROMPT.format(question=item["prompt"], answer_a=item["finetuned"], answer_b=item["base"]))
-        prompts.append(PAIR_PROMPT.format(question=item["prompt"], answer_a=item["base"], answer_b=item["finetuned"]))
+        template = PAIR_PROMPTS[cfg.verdict]
+        prompts.append(template.format(question=item["prompt"], answer_a=item["finetuned"], answer_b=item["base"]))
+        prompts.append(template.format(question=item["prompt"], answer_a=item["base"], answer_b=item["finetuned"]))
     replies = ask(judge, cfg, prompts, ["A", "B", "C"])
     finals, consistent, unparsed = [], [], 0
     for i, item in enumerate(items):
@@ -304,7 +305,7 @@ def judge_items(cfg: JudgeConfig, items: list[dict], resamples: int, confidence:
 
 def grade_items(judge, cfg: JudgeConfig, items: list[dict], counts: np.ndarray, confidence: float) -> dict:
     """Single-answer grading (1-10) of both answers; items without a readable grade are left out."""
-    prompts = [GRADE_PROMPT.format(question=item["prompt"], answer=item[side])
+    prompts = [GRADE_PROMPTS[cfg.verdict].format(question=item["prompt"], answer=item[side])
                for item in items for side in ("base", "finetuned")]
     replies = ask(judge, cfg, prompts, [str(grade) for grade in range(1, 11)])
     grades = {"base": [], "finetuned": []}
