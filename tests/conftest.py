@@ -1,5 +1,6 @@
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +68,20 @@ def copy_repo(dest: Path) -> Path:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, target)
     return dest
+
+
+def free_port() -> int:
+    """A localhost port nothing listens on now (for a server a test starts, or one it expects absent)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def edit_conf(root: Path, rel: str, values: dict) -> None:
+    """Set `values` ({dotted key: value}) in the copy's conf/<rel> (a test's own settings)."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(root / "conf" / rel)
+    for key, value in values.items():
+        OmegaConf.update(cfg, key, value)
+    (root / "conf" / rel).write_text(OmegaConf.to_yaml(cfg))

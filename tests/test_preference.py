@@ -142,12 +142,10 @@ def test_dpo_runs_end_to_end_with_rewards_accuracy_and_judge(preference_run):
 
 
 def test_unreachable_judge_is_one_line(preference_run):
-    import socket
+    from tests.conftest import free_port
 
     workdir, _, _ = preference_run
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     result = stage("evaluate", workdir, "eval.judge.enabled=true", f"eval.judge.url=http://127.0.0.1:{port}/v1")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if " error: " in line]

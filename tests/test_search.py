@@ -17,7 +17,7 @@ from pipeline.config_loader import load_config
 from pipeline.search.config import SearchConfig, load_search_config
 from pipeline.errors import HasatError
 from pipeline.search import experiments, space
-from tests.conftest import REPO, copy_repo
+from tests.conftest import REPO, copy_repo, edit_conf
 
 CONF = REPO / "conf"
 
@@ -170,13 +170,6 @@ space:
 """
 
 
-def _edit(root: Path, rel: str, values: dict) -> None:
-    cfg = OmegaConf.load(root / "conf" / rel)
-    for key, value in values.items():
-        OmegaConf.update(cfg, key, value)
-    (root / "conf" / rel).write_text(OmegaConf.to_yaml(cfg))
-
-
 @pytest.fixture(scope="module")
 def search_repo(tmp_path_factory):
     """A copy whose present settings are poor (learning rate 1e-6), with its data stages built and
@@ -185,8 +178,8 @@ def search_repo(tmp_path_factory):
 
     root = copy_repo(tmp_path_factory.mktemp("search") / "repo")
     configure(root)
-    _edit(root, "train/lora.yaml", {"learning_rate": 1e-6, "max_steps": 6, "evals_per_epoch": 13})
-    _edit(root, "eval/default.yaml", {"max_examples": 6, "max_new_tokens": 6, "mc.enabled": False})
+    edit_conf(root, "train/lora.yaml", {"learning_rate": 1e-6, "max_steps": 6, "evals_per_epoch": 13})
+    edit_conf(root, "eval/default.yaml", {"max_examples": 6, "max_new_tokens": 6, "mc.enabled": False})
     (root / "conf/search/tiny.yaml").write_text(TINY_SEARCH)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "GIT_AUTHOR_NAME": "hasat-test", "GIT_AUTHOR_EMAIL": "test@hasat.local",

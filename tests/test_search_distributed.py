@@ -9,7 +9,6 @@ their experiments and reports and scores the study."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,11 +18,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
 from pipeline.search import experiments, study as studies
 from pipeline.search.config import load_search_config
-from tests.conftest import REPO, copy_repo
+from tests.conftest import REPO, copy_repo, edit_conf, free_port
 
 CREATE = textwrap.dedent("""
     import sys
@@ -95,24 +93,11 @@ space:
 """
 
 
-def _edit(root: Path, rel: str, values: dict) -> None:
-    cfg = OmegaConf.load(root / "conf" / rel)
-    for key, value in values.items():
-        OmegaConf.update(cfg, key, value)
-    (root / "conf" / rel).write_text(OmegaConf.to_yaml(cfg))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """`mlflow server` with an SQLite backend and an artifact folder in tmp, on a free port."""
     where = tmp_path_factory.mktemp("mlflow")
-    port = _free_port()
+    port = free_port()
     mlflow_bin = Path(sys.executable).parent / "mlflow"
     log = (where / "server.log").open("w")
     server = subprocess.Popen([str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{where / 'mlflow.db'}",
@@ -157,8 +142,8 @@ def shared(tmp_path_factory, mlflow_server):
     tmp = tmp_path_factory.mktemp("dist")
     base = copy_repo(tmp / "base")
     configure(base)
-    _edit(base, "train/lora.yaml", {"max_steps": 4, "evals_per_epoch": 13})
-    _edit(base, "eval/default.yaml", {"max_examples": 4, "max_new_tokens": 4, "mc.enabled": False})
+    edit_conf(base, "train/lora.yaml", {"max_steps": 4, "evals_per_epoch": 13})
+    edit_conf(base, "eval/default.yaml", {"max_examples": 4, "max_new_tokens": 4, "mc.enabled": False})
     (base / "conf/search/dist.yaml").write_text(DIST_SEARCH)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "GIT_AUTHOR_NAME": "hasat-test", "GIT_AUTHOR_EMAIL": "test@hasat.local",

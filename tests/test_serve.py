@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,17 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port
 
 openai = pytest.importorskip("openai")
 QUESTION = [{"role": "user", "content": "Buğday ne zaman ekilir?"}]
 SAMPLED = {"temperature": 1.0, "seed": 3}  # the random tiny model answers greedy prompts with newlines only
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(model: Path, *overrides: str):

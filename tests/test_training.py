@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from pipeline.train.modeling import load_saved
 from pipeline.train.prompts import IGNORE_INDEX, tokenize_records
 from pipeline.train.packing import PackedCollator, pack, to_features
 from pipeline.train.trainer import sft_data, train
-from tests.conftest import REPO, copy_config, run_stage_cli
+from tests.conftest import REPO, copy_config, free_port, run_stage_cli
 
 QUESTIONS = ["Buğday ne zaman ekilir?", "Damla sulamanın faydası nedir?", "Arılar kışa nasıl hazırlanır?",
              "Toprak pH değeri neden ölçülür?", "Traktör bakımı ne sıklıkla yapılır?"]
@@ -169,12 +168,6 @@ def test_two_processes_train_on_cpu(prepared, tmp_path):
     assert summary["world_size"] == 2 and summary["steps"] == 4
     assert summary["strategy"] == "ddp"  # what really ran, read back from the Trainer
     assert (work / "models/finetuned/adapter/adapter_config.json").is_file()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_two_nodes_on_localhost(prepared, tmp_path):
