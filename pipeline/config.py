@@ -62,8 +62,7 @@ class TaskConfig:
     train_on_inputs: bool = False
     labels: Optional[List[str]] = None
     class_weights: bool = False
-    # preference tuning (task.kind=preference, TRL): the method, its beta, DPO's loss type, the weight of
-    # an added SFT loss on the chosen answers (LLaMA-Factory's pref_ftx) and an SFT adapter to start from
+    # preference (TRL): method, beta, DPO loss type, an SFT loss's weight (pref_ftx), an SFT adapter to start from
     method: str = choice(PreferenceMethod, "dpo")
     beta: float = 0.1
     loss_type: str = choice(DpoLoss, "sigmoid")
@@ -95,6 +94,7 @@ class ModelConfig:
                                                         "model_assets/smollm2_135m/LICENSE"])
     chat_template: Optional[str] = None  # a Jinja file, for a tokenizer that has no template of its own
     stop_token: Optional[str] = None  # the token a chat turn ends with, if not the tokenizer's eos (Gemma)
+    train_tokens: List[str] = field(default_factory=list)  # special tokens the base never learned: LoRA trains them
 
 
 @dataclass

@@ -97,6 +97,36 @@ def test_packed_training_runs(tiny_model_dir, rows, tmp_path):
     assert summary["packed_rows"] >= 1 and log.train and log.val
 
 
+def test_train_tokens_learn_their_embedding_rows_and_merge_into_the_saved_model(tiny_model_dir, rows, tmp_path):
+    """model.train_tokens: a pretrained base's untrained turn markers get their (tied) rows trained with
+    LoRA; only those rows change, and the saved adapter merges back to the same logits."""
+    from pipeline.errors import HasatError
+    from pipeline.train.modeling import merge_adapter
+    from pipeline.train.trainer import train_token_ids
+
+    tokenizer, model = load_saved(tiny_model_dir)
+    before = model.get_input_embeddings().weight.detach().clone()
+    ids = train_token_ids(tokenizer, ["<|im_start|>", "<|im_end|>"])
+    cfg = tiny_train_cfg(learning_rate=1e-2)
+    data = sft_data(tokenizer, rows * 4, rows, cfg)
+    data.train_token_ids = ids
+    trained, _, summary, _ = train(model, data, cfg, tmp_path / "ck")
+    assert summary["trained_token_rows"] == 2
+    trained.save_pretrained(tmp_path / "adapter")
+    merged = merge_adapter(load_saved(tiny_model_dir)[1], tmp_path / "adapter")
+    after = merged.get_input_embeddings().weight.detach()
+    others = torch.ones(len(before), dtype=torch.bool)
+    others[ids] = False
+    assert not torch.allclose(after[ids], before[ids]) and torch.equal(after[others], before[others])
+    assert torch.equal(merged.get_output_embeddings().weight[ids], after[ids])  # tied: the output rows follow
+    batch = {"input_ids": torch.tensor([rows[0]["input_ids"]])}
+    trained.eval()
+    with torch.no_grad():
+        assert torch.allclose(trained(**batch).logits, merged(**batch).logits, atol=1e-4)
+    with pytest.raises(HasatError, match="'<nope>' is not a token of this model's tokenizer"):
+        train_token_ids(tokenizer, ["<nope>"])
+
+
 # --- the finetune stage as a process: resume after SIGKILL, two processes -----------------------
 
 STAGE_ARGS = ["model=tiny_random", "train.batch_size=4", "train.evals_per_epoch=4", "train.num_epochs=1",

@@ -25,7 +25,9 @@ def steps_per_epoch(n_rows: int, batch_size: int, grad_accum: int, world_size: i
     return max(1, math.ceil(n_rows / (batch_size * grad_accum * world_size)))
 
 
-def lora_config(lora_cfg, task_type: str = "CAUSAL_LM"):
+def lora_config(lora_cfg, task_type: str = "CAUSAL_LM", token_ids: Optional[list[int]] = None):
+    """peft's LoraConfig; `token_ids`: embedding rows trained as well (peft's trainable tokens; with tied
+    embeddings the output layer's rows follow), for special tokens a pretrained base never learned."""
     from peft import LoraConfig
 
     targets = list(lora_cfg.target_modules)
@@ -33,15 +35,26 @@ def lora_config(lora_cfg, task_type: str = "CAUSAL_LM"):
         # SEQ_CLS makes peft train the new classification head in full (modules_to_save)
         r=lora_cfg.r, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout, task_type=task_type,
         target_modules="all-linear" if targets == ["all-linear"] else targets, use_dora=lora_cfg.use_dora,
+        **({"trainable_token_indices": list(token_ids)} if token_ids else {}),
     )
 
 
-def wrap_lora(model, lora_cfg, quantized: bool = False, task_type: str = "CAUSAL_LM"):
+def train_token_ids(tokenizer, tokens) -> list[int]:
+    """The ids of `model.train_tokens`; a string that is not one token of this tokenizer stops here."""
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in tokens if t not in vocab]
+    if missing:
+        raise HasatError(f"model.train_tokens: {missing[0]!r} is not a token of this model's tokenizer")
+    return [vocab[t] for t in tokens]
+
+
+def wrap_lora(model, lora_cfg, quantized: bool = False, task_type: str = "CAUSAL_LM",
+              token_ids: Optional[list[int]] = None):
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     if quantized:
         model = prepare_model_for_kbit_training(model)
-    return get_peft_model(model, lora_config(lora_cfg, task_type))
+    return get_peft_model(model, lora_config(lora_cfg, task_type, token_ids))
 
 
 def check_quantization(train_cfg: TrainConfig) -> None:
@@ -229,6 +242,7 @@ class TaskData:
     # a trainer of its own (TRL's preference trainers): (model, arguments(args_class, **extra), train
     # dataset, eval dataset, callbacks) -> Trainer; it applies LoRA itself
     trainer_factory: Optional[Callable] = None
+    train_token_ids: list[int] = field(default_factory=list)  # embedding rows LoRA trains too (model.train_tokens)
 
 
 def sft_data(tokenizer, train_rows: list[dict], val_rows: list[dict], train_cfg: TrainConfig) -> TaskData:
@@ -259,7 +273,8 @@ def train(model, data: TaskData, train_cfg, checkpoint_dir: Path,
     set_seed(train_cfg.seed)
     model.config.use_cache = False  # a KV cache in training also hides packed sequence boundaries
     if train_cfg.method == "lora" and data.trainer_factory is None:
-        model = wrap_lora(model, train_cfg.lora, quantized=train_cfg.quantization != "none", task_type=data.task_type)
+        model = wrap_lora(model, train_cfg.lora, quantized=train_cfg.quantization != "none", task_type=data.task_type,
+                          token_ids=data.train_token_ids)
     world_size = torch.distributed.get_world_size() if torch.distributed.is_initialized() else \
         int(os.environ.get("WORLD_SIZE", "1"))
     callbacks = [EarlyStoppingCallback(early_stopping_patience=train_cfg.early_stopping_patience),
@@ -309,6 +324,7 @@ def train(model, data: TaskData, train_cfg, checkpoint_dir: Path,
         "world_size": world_size,
         "strategy": strategy_that_ran(trainer, world_size),
         "answer_only_logits": data.trainer_factory is None and trainer_class is not Trainer,
+        "trained_token_rows": len(data.train_token_ids) if train_cfg.method == "lora" else 0,
         **reward_summary(trainer.state.log_history),
     }
     # every rank takes part in gathering sharded weights

@@ -24,7 +24,7 @@ from pipeline.tasks.base import TaskTraining, Tokenized
 from pipeline.train.modeling import load_saved, merge_adapter
 from pipeline.train.lengths import check_drop_share, length_report, length_stats, length_summary, resolve_max_seq_len
 from pipeline.train.prompts import encode_full, fit_length, reject_row
-from pipeline.train.trainer import TaskData, lora_config
+from pipeline.train.trainer import TaskData, lora_config, train_token_ids
 
 PAIR_ANSWERS = ("chosen", "rejected")
 
@@ -140,7 +140,9 @@ def trainer_factory(cfg: HasatConfig, tokenizer) -> Callable:
         from peft import PeftModel
 
         # with an SFT adapter the model is a PeftModel already: TRL keeps a frozen copy as the reference
-        peft = {"peft_config": lora_config(cfg.train.lora)} if lora and not isinstance(model, PeftModel) else {}
+        token_ids = train_token_ids(tokenizer, cfg.model.train_tokens)
+        peft = {"peft_config": lora_config(cfg.train.lora, token_ids=token_ids)} \
+            if lora and not isinstance(model, PeftModel) else {}
         data = dict(model=model, train_dataset=train_dataset, eval_dataset=eval_dataset, processing_class=tokenizer,
                     callbacks=callbacks, **peft)
         if t.method == "dpo":

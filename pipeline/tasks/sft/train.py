@@ -13,7 +13,7 @@ from pipeline.tasks.base import TaskTraining, Tokenized
 from pipeline.train.lengths import length_report, length_stats, length_summary
 from pipeline.train.modeling import load_saved
 from pipeline.train.prompts import tokenize_records
-from pipeline.train.trainer import TaskData, quantization_config, sft_data
+from pipeline.train.trainer import TaskData, quantization_config, sft_data, train_token_ids
 
 
 class SftTraining(TaskTraining):
@@ -43,7 +43,9 @@ class SftTraining(TaskTraining):
 
     def training_data(self, cfg: HasatConfig, tokenizer: Any, train_rows: list[dict], val_rows: list[dict],
                       labels: Optional[list[str]]) -> TaskData:
-        return sft_data(tokenizer, train_rows, val_rows, cfg.train)
+        data = sft_data(tokenizer, train_rows, val_rows, cfg.train)
+        data.train_token_ids = train_token_ids(tokenizer, cfg.model.train_tokens)
+        return data
 
     def base_for_adapter(self, base_dir: Path, info: dict):
         return load_saved(base_dir)
