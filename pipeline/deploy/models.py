@@ -37,12 +37,17 @@ class LoadedModel:
     system_prompt: Optional[str] = None
     labels: list[str] = field(default_factory=list)
     source: str = ""  # folder or models:/ URI, for the log and /v1/models
+    decoding: dict = field(default_factory=dict)  # how evaluate decoded (eval.*): a request without temperature
 
 
 def serving_info(cfg: HasatConfig, kind: str, labels: Optional[list[str]] = None) -> dict:
-    """What export writes beside the weights (and into the MLflow model's metadata)."""
+    """What export writes beside the weights (and into the MLflow model's metadata); `decoding` is the
+    one evaluate measured the model with, the server's default for a request that sets no temperature."""
+    decoding = {} if kind == "classification" else \
+        {k: cfg.eval[k] for k in ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty",
+                                  "no_repeat_ngram_size")}
     return {"task": kind, "prompt_format": cfg.task.prompt_format, "system_prompt": cfg.data.system_prompt,
-            "labels": list(labels or []), "model": cfg.model.name, "data": cfg.data.name}
+            "labels": list(labels or []), "model": cfg.model.name, "data": cfg.data.name, "decoding": decoding}
 
 
 def registry_uri(cfg: HasatConfig, spec: str) -> Optional[str]:
@@ -114,4 +119,4 @@ def load(cfg: HasatConfig, spec: str) -> LoadedModel:
     return LoadedModel(name=name, kind=kind, tokenizer=tokenizer, model=model,
                        prompt_format=info.get("prompt_format") or cfg.task.prompt_format,
                        system_prompt=info.get("system_prompt", cfg.data.system_prompt), labels=labels,
-                       source=info.get("uri") or str(folder))
+                       source=info.get("uri") or str(folder), decoding=dict(info.get("decoding") or {}))

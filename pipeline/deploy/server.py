@@ -9,6 +9,9 @@ Bad requests get a 4xx answer with OpenAI's error body {"error": {"message", "ty
 "code"}} and the server keeps serving: malformed JSON, wrong types, no messages (400), an unknown
 model (404), a prompt over serve.max_prompt_tokens or max_tokens over serve.max_tokens (400),
 more than serve.max_concurrency requests in flight (429).
+
+Decoding: a request's `temperature` > 0 samples (with its `top_p`), 0 is greedy; a request without one
+gets the decoding evaluate measured the model with (the export's serving info), greedy if it has none.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pipeline.config import ServeConfig
 from pipeline.deploy.engine import Engine, Job
 from pipeline.deploy.models import LoadedModel
-from pipeline.eval.generation import GREEDY
+from pipeline.eval.generation import GREEDY, Decoding
 from pipeline.train.prompts import prompt_ids
 
 
@@ -114,9 +117,7 @@ def create_app(loaded: LoadedModel, limits: ServeConfig) -> FastAPI:
         if max_tokens > limits.max_tokens:
             raise ApiError(400, f"max_tokens={max_tokens} is over this server's limit of {limits.max_tokens} "
                            "(serve.max_tokens)", "max_tokens", "max_tokens_exceeded")
-        decoding = GREEDY if not body.temperature else replace(
-            GREEDY, do_sample=True, temperature=body.temperature, top_p=body.top_p or 1.0, top_k=0,
-            seed=body.seed if body.seed is not None else 0)
+        decoding = request_decoding(body.temperature, body.top_p, body.seed, loaded.decoding)
         _admit(in_flight, limits)
         loop = asyncio.get_running_loop()
         job = Job(prompt, max_tokens, decoding, loop, loop.create_future(),
@@ -179,6 +180,18 @@ async def _parse(request: Request, schema):
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ApiError(400, f"{where}: {first['msg']}", param=where, code="invalid_value") from None
+
+
+def request_decoding(temperature: Optional[float], top_p: Optional[float], seed: Optional[int],
+                     evaluated: dict) -> Decoding:
+    """The request's decoding; without a temperature, the one the model was evaluated with."""
+    seed = seed if seed is not None else 0
+    if temperature is None and evaluated:
+        known = {k: v for k, v in evaluated.items() if k in Decoding.__dataclass_fields__}
+        return replace(GREEDY, **{**known, **({"top_p": top_p} if top_p is not None else {}), "seed": seed})
+    if not temperature:
+        return GREEDY
+    return replace(GREEDY, do_sample=True, temperature=temperature, top_p=top_p or 1.0, top_k=0, seed=seed)
 
 
 def _check_model(name: str, loaded: LoadedModel, kind: str) -> None:
