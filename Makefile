@@ -31,7 +31,7 @@ params: install  ## compose conf/ into params.yaml exactly as `dvc exp run` does
 repro: install
 	$(BIN)/dvc repro
 
-demo: install  ## the whole pipeline on the shipped data with the real SmolLM2-135M-Instruct
+demo: install  ## the whole pipeline on the shipped data with the real Gemma 3 270M (offline GGUF)
 	$(BIN)/dvc repro
 	@echo
 	@$(BIN)/python -m pipeline.eval.report metrics/eval.json

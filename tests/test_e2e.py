@@ -35,7 +35,7 @@ def stages_run(output: str) -> set[str]:
 
 def configure(root: Path) -> None:
     config = root / "conf" / "config.yaml"
-    config.write_text(config.read_text().replace("- model: smollm2_135m", "- model: tiny_random"))
+    config.write_text(config.read_text().replace("- model: gemma3_270m", "- model: tiny_random"))
     for rel, values in TEST_CONF.items():
         cfg = OmegaConf.load(root / "conf" / rel)
         for key, value in values.items():

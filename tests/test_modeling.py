@@ -105,10 +105,10 @@ def test_an_unknown_stop_token_or_template_file_fails_at_once(templateless_folde
     monkeypatch.chdir(REPO)
     with pytest.raises(HasatError, match="model.stop_token: '<end_of_turn>' is not a token"):
         modeling.load_tokenizer(ModelConfig(source="pretrained", location=str(templateless_folder),
-                                            stop_token="<end_of_turn>"))
+                                            chat_template=None, stop_token="<end_of_turn>"))
     with pytest.raises(HasatError, match="missing.jinja: file not found"):
         modeling.load_tokenizer(ModelConfig(source="pretrained", location=str(templateless_folder),
-                                            chat_template="missing.jinja"))
+                                            chat_template="missing.jinja", stop_token=None))
 
 
 def test_generation_stops_at_the_turn_end_and_at_the_models_own_eos():
@@ -120,7 +120,8 @@ def test_generation_stops_at_the_turn_end_and_at_the_models_own_eos():
 
 def test_notice_files_come_from_the_profile_and_a_pretrained_folder(templateless_folder, monkeypatch, tmp_path):
     monkeypatch.chdir(REPO)
-    cfg = ModelConfig(source="pretrained", location=str(templateless_folder))
+    cfg = ModelConfig(source="pretrained", location=str(templateless_folder),
+                      notices=["model_assets/smollm2_135m/NOTICE", "model_assets/smollm2_135m/LICENSE"])
     with pytest.raises(HasatError, match="two files share a name"):
         modeling.notice_files(cfg)  # the profile's SmolLM2 LICENSE and the folder's LICENSE collide
     cfg.notices = ["model_assets/gemma3_270m/NOTICE"]
