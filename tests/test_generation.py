@@ -1,4 +1,7 @@
-from pipeline.eval.generation import GREEDY, Decoding, generate
+import pytest
+import torch
+
+from pipeline.eval.generation import GREEDY, Decoding, TopKTopP, generate
 from pipeline.train.modeling import load_saved
 from pipeline.train.prompts import prompt_ids
 
@@ -19,8 +22,13 @@ def test_decoding_settings_reach_generate():
                                         "top_k": None}
     sampling = Decoding(do_sample=True, temperature=0.7, top_p=0.9, top_k=20, repetition_penalty=1.2,
                         no_repeat_ngram_size=3, seed=7)
-    assert sampling.generate_kwargs() == {"do_sample": True, "num_beams": 1, "temperature": 0.7, "top_p": 0.9,
-                                          "top_k": 20, "repetition_penalty": 1.2, "no_repeat_ngram_size": 3}
+    kwargs = sampling.generate_kwargs()
+    [warper] = kwargs.pop("logits_processor")  # temperature, top-k and top-p in one (TopKTopP)
+    assert (warper.temperature, warper.top_k, warper.top_p) == (0.7, 20, 0.9)
+    assert kwargs == {"do_sample": True, "num_beams": 1, "temperature": 1.0, "top_p": 1.0, "top_k": 0,
+                      "repetition_penalty": 1.2, "no_repeat_ngram_size": 3}
+    assert Decoding(do_sample=True, temperature=0.7, top_k=0).generate_kwargs() == \
+        {"do_sample": True, "num_beams": 1, "temperature": 0.7, "top_p": 1.0, "top_k": 0}
     assert sampling.describe() == ("sampling (temperature=0.7, top_p=0.9, top_k=20, seed=7), repetition_penalty=1.2, "
                                    "no_repeat_ngram_size=3")
     assert GREEDY.describe() == "greedy"
@@ -52,3 +60,33 @@ def test_no_repeat_ngram_size_forbids_repeats(tiny_model_dir):
     bigrams = list(zip(new, new[1:]))
     assert len(bigrams) == len(set(bigrams))
     assert g.text == tokenizer.decode([t for t in new if t != eos], skip_special_tokens=True).strip()
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p", [(0.7, 50, 0.9), (1.0, 5, 0.5), (1.3, 200, 1.0), (0.5, 40, 0.01)])
+def test_one_top_k_top_p_warper_gives_what_transformers_warpers_give(temperature, top_k, top_p):
+    from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    scores = torch.randn(6, 5000, generator=torch.Generator().manual_seed(top_k)) * 4
+    expected = TemperatureLogitsWarper(temperature)(None, scores.clone())
+    expected = TopKLogitsWarper(top_k)(None, expected)
+    if top_p < 1.0:
+        expected = TopPLogitsWarper(top_p)(None, expected)
+    ours = TopKTopP(temperature, top_k, top_p)(None, scores.clone())
+    assert torch.equal(torch.isinf(ours), torch.isinf(expected))
+    assert torch.allclose(ours[~torch.isinf(ours)], expected[~torch.isinf(expected)])
+    assert (~torch.isinf(ours)).sum(dim=-1).min() >= 1
+
+
+def test_sampled_answers_are_the_ones_transformers_own_warpers_draw(tiny_model_dir):
+    tokenizer, model = load_saved(tiny_model_dir)
+    prompt = prompt_ids({"instruction": "Buğday?", "input": ""}, tokenizer, "chat_template", None)
+    eos = tokenizer.eos_token_id
+    torch.manual_seed(5)
+    with torch.inference_mode():
+        out = model.generate(input_ids=torch.tensor([prompt]), max_new_tokens=16, do_sample=True, temperature=0.5,
+                             top_k=40, top_p=0.6, eos_token_id=eos, pad_token_id=eos)
+    # (these settings tell the warpers apart: temperature 1.0, top-p 1.0 or top-k 20 draw other answers)
+    [g] = generate(model, tokenizer, [prompt], max_new_tokens=16, batch_size=1,
+                   decoding=Decoding(do_sample=True, temperature=0.5, top_k=40, top_p=0.6, seed=5))
+    new = out[0, len(prompt):].tolist()
+    assert g.text == tokenizer.decode([t for t in new if t != eos], skip_special_tokens=True).strip() and g.text
