@@ -3,12 +3,17 @@
     python bench/generation.py                      # 16 test prompts, settings from params.yaml (~4 min)
     python bench/generation.py --subset 0 --repeats 3   # the whole test split, best of 3 (~20 min)
     python bench/generation.py --batch-size 16 --max-new-tokens 64 --repeats 3
+    python bench/generation.py --sampling --repeats 2   # sampling: transformers' warpers vs ours, batched
 
 The prompts are the demo's test split, rebuilt in memory from `data.path` with the pipeline's own
 library functions (ingest, clean, tokenize, split with params.yaml), so no DVC run is needed; the
 base model comes from models/base (materialised first with the base_model stage if missing).
 Both ways use `pipeline.eval.generation.generate` (batch size N, and batch size 1 for one at a time);
 the bench fails if any output differs. Prints prompts/s, generated tokens/s and the speed-up.
+With --sampling it compares, both batched and with the same seed, sampling through transformers'
+Temperature/TopK/TopP warpers against hasat's one processor (`TopKTopP`, which does not sort the
+whole vocabulary), with eval.temperature/top_p/top_k (or 0.7/0.9/50 when params.yaml is greedy), and
+says whether they drew the same answers.
 Each mode runs `--repeats` times, interleaved, and the fastest run counts (as `timeit` does): on a
 shared machine other processes only ever add time, so the minimum is the least disturbed run.
 """
@@ -28,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from pipeline.data.clean import clean_records  # noqa: E402
 from pipeline.config_loader import load_config  # noqa: E402
-from pipeline.eval.generation import generate  # noqa: E402
+from pipeline.eval.generation import Decoding, generate  # noqa: E402
 from pipeline.data.ingest import ingest  # noqa: E402
 from pipeline.train.modeling import load_saved  # noqa: E402
 from pipeline.train.prompts import tokenize_records  # noqa: E402
@@ -48,6 +53,38 @@ def test_prompts(cfg, tokenizer) -> list[list[int]]:
     return [r["input_ids"][: r["n_prompt_tokens"]] for r in test]
 
 
+class BuiltinWarpers(Decoding):
+    """Sampling through transformers' own temperature, top-k and top-p warpers (what hasat did before)."""
+
+    def generate_kwargs(self) -> dict:
+        return {"do_sample": True, "num_beams": 1, "temperature": self.temperature, "top_p": self.top_p,
+                "top_k": self.top_k}
+
+
+def sampling_bench(cfg, model, tokenizer, prompts, max_new: int, batch_size: int, repeats: int) -> int:
+    ev = cfg.eval
+    knobs = dict(temperature=ev.temperature, top_p=ev.top_p, top_k=ev.top_k) if ev.do_sample else \
+        dict(temperature=0.7, top_p=0.9, top_k=50)
+    ours, builtin = Decoding(do_sample=True, seed=ev.seed, **knobs), BuiltinWarpers(do_sample=True, seed=ev.seed, **knobs)
+    print(f"sampling {knobs}, batch size {batch_size}")
+    builtin_name, ours_name = "transformers' warpers", "one top-k/top-p processor"
+    runs: dict[str, list[float]] = {builtin_name: [], ours_name: []}
+    for _ in range(repeats):
+        theirs, seconds = timed(lambda: generate(model, tokenizer, prompts, max_new, batch_size, builtin, desc=None))
+        runs[builtin_name].append(seconds)
+        mine, seconds = timed(lambda: generate(model, tokenizer, prompts, max_new, batch_size, ours, desc=None))
+        runs[ours_name].append(seconds)
+    tokens = sum(g.n_new_tokens for g in mine)
+    print(f"\n{'mode (fastest run)':<28}{'seconds':>9}{'prompts/s':>11}{'tokens/s':>10}   runs (s)")
+    for name, seconds in runs.items():
+        print(f"{name:<28}{min(seconds):>9.1f}{len(prompts) / min(seconds):>11.3f}{tokens / min(seconds):>10.1f}   "
+              + ", ".join(f"{s:.1f}" for s in seconds))
+    print(f"\nspeed-up: {min(runs[builtin_name]) / min(runs[ours_name]):.2f}x")
+    same = sum(a.text == b.text for a, b in zip(theirs, mine))
+    print(f"same answers: {same} of {len(prompts)} (the same distribution; float rounding can move a draw)")
+    return 0
+
+
 def timed(fn):
     started = time.perf_counter()
     out = fn()
@@ -61,6 +98,7 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=None, help="default: eval.batch_size")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default: eval.max_new_tokens")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--sampling", action="store_true", help="sampling: transformers' warpers vs hasat's processor")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -81,6 +119,8 @@ def main() -> int:
           f"(prompt tokens {min(map(len, prompts))}-{max(map(len, prompts))}), greedy, max_new_tokens={max_new}, "
           f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs")
     generate(model, tokenizer, prompts[:2], 4, 2, desc=None)  # warm-up: one-time allocations and kernel selection
+    if args.sampling:
+        return sampling_bench(cfg, model, tokenizer, prompts, max_new, batch_size, args.repeats)
 
     batched_runs, single_runs = [], []
     for _ in range(args.repeats):
