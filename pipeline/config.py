@@ -279,7 +279,7 @@ class DecodingConfig:
     top_p: float = 1.0
     top_k: int = 50
     repetition_penalty: float = 1.0
-    no_repeat_ngram_size: int = 0
+    no_repeat_ngram_size: int = 4
     seed: int = 42
 
 

@@ -186,15 +186,18 @@ def test_a_request_without_temperature_gets_the_decoding_the_model_was_evaluated
     from pipeline.deploy.server import request_decoding
     from pipeline.eval.generation import GREEDY
 
-    cfg = load_config(["eval.do_sample=true", "eval.temperature=0.7", "eval.top_p=0.9"])
+    cfg = load_config(["eval.do_sample=true", "eval.temperature=0.7", "eval.top_p=0.9", "eval.no_repeat_ngram_size=4"])
     evaluated = serving_info(cfg, "sft")["decoding"]
     assert evaluated == {"do_sample": True, "temperature": 0.7, "top_p": 0.9, "top_k": 50,
-                         "repetition_penalty": 1.0, "no_repeat_ngram_size": 0}
+                         "repetition_penalty": 1.0, "no_repeat_ngram_size": 4}
     assert serving_info(cfg, "classification")["decoding"] == {}
     default = request_decoding(None, None, None, evaluated)
-    assert (default.do_sample, default.temperature, default.top_p, default.top_k) == (True, 0.7, 0.9, 50)
-    assert request_decoding(None, 0.5, 4, evaluated).top_p == 0.5 and request_decoding(None, 0.5, 4, evaluated).seed == 4
-    assert request_decoding(0, None, None, evaluated) == GREEDY  # temperature 0 asks for greedy
-    assert request_decoding(None, None, None, {}) == GREEDY  # an export from before: greedy as it was
+    assert (default.do_sample, default.temperature, default.top_p, default.top_k, default.no_repeat_ngram_size) == \
+        (True, 0.7, 0.9, 50, 4)
+    assert (request_decoding(None, 0.5, 4, evaluated).top_p, request_decoding(None, 0.5, 4, evaluated).seed) == (0.5, 4)
+    greedy = request_decoding(0, None, None, evaluated)  # temperature 0: greedy, the repetition control kept
+    assert not greedy.do_sample and greedy.no_repeat_ngram_size == 4
+    old = request_decoding(None, None, None, {})  # an export from before: greedy as it was
+    assert old.generate_kwargs() == GREEDY.generate_kwargs() == request_decoding(0, None, None, {}).generate_kwargs()
     asked = request_decoding(1.2, 0.8, 5, evaluated)
     assert (asked.do_sample, asked.temperature, asked.top_p, asked.top_k, asked.seed) == (True, 1.2, 0.8, 0, 5)

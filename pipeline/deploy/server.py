@@ -10,8 +10,9 @@ Bad requests get a 4xx answer with OpenAI's error body {"error": {"message", "ty
 model (404), a prompt over serve.max_prompt_tokens or max_tokens over serve.max_tokens (400),
 more than serve.max_concurrency requests in flight (429).
 
-Decoding: a request's `temperature` > 0 samples (with its `top_p`), 0 is greedy; a request without one
-gets the decoding evaluate measured the model with (the export's serving info), greedy if it has none.
+Decoding: a request without `temperature` gets the decoding evaluate measured the model with (the
+export's serving info; greedy if it has none); 0 makes it greedy, > 0 samples with the request's
+`top_p`; the evaluated repetition controls (no_repeat_ngram_size, repetition_penalty) always apply.
 """
 
 from __future__ import annotations
@@ -184,14 +185,15 @@ async def _parse(request: Request, schema):
 
 def request_decoding(temperature: Optional[float], top_p: Optional[float], seed: Optional[int],
                      evaluated: dict) -> Decoding:
-    """The request's decoding; without a temperature, the one the model was evaluated with."""
-    seed = seed if seed is not None else 0
-    if temperature is None and evaluated:
-        known = {k: v for k, v in evaluated.items() if k in Decoding.__dataclass_fields__}
-        return replace(GREEDY, **{**known, **({"top_p": top_p} if top_p is not None else {}), "seed": seed})
-    if not temperature:
-        return GREEDY
-    return replace(GREEDY, do_sample=True, temperature=temperature, top_p=top_p or 1.0, top_k=0, seed=seed)
+    """The decoding the model was evaluated with (greedy if unknown), its repetition controls kept;
+    a request's temperature 0 makes it greedy, a temperature > 0 samples with the request's top_p."""
+    base = replace(GREEDY, **{k: v for k, v in evaluated.items() if k in Decoding.__dataclass_fields__},
+                   seed=seed if seed is not None else 0)
+    if temperature is None:
+        return replace(base, top_p=top_p) if top_p is not None else base
+    if temperature == 0:
+        return replace(base, do_sample=False)
+    return replace(base, do_sample=True, temperature=temperature, top_p=top_p or 1.0, top_k=0)
 
 
 def _check_model(name: str, loaded: LoadedModel, kind: str) -> None:

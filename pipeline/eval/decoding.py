@@ -72,7 +72,7 @@ class Candidate:
 
     def overrides(self) -> str:
         """The `eval.*` overrides that give this decoding in evaluate, whatever params.yaml sets."""
-        effective = {**vars(DecodingConfig()), **self.settings}
+        effective = {**vars(Decoding()), **self.settings}
         keys = ["do_sample", *(["temperature", "top_p", "top_k"] if self.sampled else []), "repetition_penalty",
                 "no_repeat_ngram_size"]
         return " ".join(f"eval.{k}={str(effective[k]).lower() if isinstance(effective[k], bool) else effective[k]}"
@@ -138,7 +138,7 @@ def sweep(model, tokenizer, rows: list[dict], known: set[str], candidates: dict[
     done = []
     for name, settings in candidates.items():
         candidate = Candidate(name, dict(settings))
-        base = Decoding(**{**{k: getattr(DecodingConfig(), k) for k in KEYS}, **settings})
+        base = Decoding(**settings)  # plain greedy, whatever params.yaml sets, plus the candidate's settings
         for s in ([seed + i for i in range(seeds)] if candidate.sampled else [seed]):
             decoding = replace(base, seed=s)
             outputs = generate(model, tokenizer, prompts, max_new_tokens, batch_size, decoding,
@@ -178,13 +178,12 @@ def result(candidates: list[Candidate], chosen: Candidate, why: str, context: di
 
 
 def table(section: dict) -> str:
-    head = ["candidate", "chrF", "ROUGE-L", "repetition %", "never stopped %", "known words %", "words"]
+    head = ["chrF", "ROUGE-L", "repetition %", "never stopped %", "known words %", "words"]
     lines = [f"{section['rows']} {section['split']} items, {section['model']} model, "
              f"max_new_tokens={section['max_new_tokens']}; sampled candidates: mean of {section['seeds']} seeds",
-             "  ".join(f"{h:>16}" if i else f"{h:34}" for i, h in enumerate(head))]
+             f"{'candidate':34}" + "".join(f"{h:>16}" for h in head)]
     for c in section["candidates"]:
-        cells = [f"{c['mean'][k]:>16}" for k in METRICS]
-        lines.append(f"{('* ' if c['chosen'] else '  ') + c['name']:34}" + "  ".join(["", *cells]).lstrip())
+        lines.append(f"{('* ' if c['chosen'] else '  ') + c['name']:34}" + "".join(f"{c['mean'][k]:>16}" for k in METRICS))
     lines.append(f"known words of the references: {section['reference_known_words']}%")
     lines.append(f"chosen: {section['chosen']}: {section['why']}")
     lines.append(f"to use it: {section['overrides']}")

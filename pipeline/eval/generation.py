@@ -25,7 +25,10 @@ class Generation:
 
 @dataclass
 class Decoding(DecodingConfig):
-    """Decoding settings (`eval.*` in config, fields in DecodingConfig). Defaults: greedy, no penalties."""
+    """Decoding settings (`eval.*` in config, fields in DecodingConfig). Defaults: plain greedy, no
+    penalties (the config's own defaults are the demo's chosen decoding; `from_config` takes those)."""
+
+    no_repeat_ngram_size: int = 0
 
     @classmethod
     def from_config(cls, eval_cfg) -> "Decoding":
