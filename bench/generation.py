@@ -5,9 +5,9 @@
     python bench/generation.py --batch-size 16 --max-new-tokens 64 --repeats 3
     python bench/generation.py --sampling --repeats 2   # sampling: transformers' warpers vs ours, batched
 
-The prompts are the demo's test split, rebuilt in memory from `data.path` with the pipeline's own
-library functions (ingest, clean, tokenize, split with params.yaml), so no DVC run is needed; the
-base model comes from models/base (materialised first with the base_model stage if missing).
+The prompts are the demo's test split (data/processed/split/test.jsonl, built with `dvc repro split`
+if missing); the base model comes from models/base (materialised first with the base_model stage
+if missing).
 Both ways use `pipeline.eval.generation.generate` (batch size N, and batch size 1 for one at a time);
 the bench fails if any output differs. Prints prompts/s, generated tokens/s and the speed-up.
 With --sampling it compares, both batched and with the same seed, sampling through transformers'
@@ -31,26 +31,21 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.data.clean import clean_records  # noqa: E402
+from pipeline import paths  # noqa: E402
 from pipeline.config_loader import load_config  # noqa: E402
 from pipeline.eval.generation import Decoding, generate  # noqa: E402
-from pipeline.data.ingest import ingest  # noqa: E402
+from pipeline.io import read_jsonl  # noqa: E402
 from pipeline.train.modeling import load_saved  # noqa: E402
-from pipeline.train.prompts import tokenize_records  # noqa: E402
-from pipeline.data.splitting import split_records  # noqa: E402
 
 BASE = REPO / "models" / "base"
 
 
-def test_prompts(cfg, tokenizer) -> list[list[int]]:
-    """The test split's prompts exactly as the evaluate stage gets them."""
-    c, t, k, s = cfg.clean, cfg.task, cfg.tokenize, cfg.split
-    records = clean_records(ingest(REPO / cfg.data.path, cfg.data.format).records, c.unicode_form,
-                            c.collapse_whitespace, c.drop_empty, c.drop_exact_duplicates).records
-    rows = tokenize_records(records, tokenizer, t.prompt_format, cfg.data.system_prompt, t.train_on_inputs, k.max_seq_len,
-                            k.truncation).records
-    test = split_records(rows, s.val_fraction, s.test_fraction, s.seed)["test"]
-    return [r["input_ids"][: r["n_prompt_tokens"]] for r in test]
+def test_prompts() -> list[list[int]]:
+    """The test split's prompts exactly as the evaluate stage gets them (the split built by DVC)."""
+    if not (REPO / paths.TEST_SPLIT).is_file():
+        print(f"{paths.TEST_SPLIT} missing: building it with `dvc repro split`")
+        subprocess.run([str(Path(sys.executable).parent / "dvc"), "repro", "split"], cwd=REPO, check=True)
+    return [r["input_ids"][: r["n_prompt_tokens"]] for r in read_jsonl(REPO / paths.TEST_SPLIT)]
 
 
 class BuiltinWarpers(Decoding):
@@ -112,11 +107,11 @@ def main() -> int:
         print("models/base missing: materialising it with the base_model stage")
         subprocess.run([sys.executable, "-m", "pipeline.stages.base_model"], cwd=REPO, check=True)
     tokenizer, model = load_saved(BASE)
-    prompts = test_prompts(cfg, tokenizer)
+    prompts = test_prompts()
     n_split = len(prompts)
     prompts = prompts[: args.subset] if args.subset else prompts
     print(f"model {cfg.model.name}, {len(prompts)} of {n_split} test prompts "
-          f"(prompt tokens {min(map(len, prompts))}-{max(map(len, prompts))}), greedy, max_new_tokens={max_new}, "
+          f"(prompt tokens {min(map(len, prompts))}-{max(map(len, prompts))}), max_new_tokens={max_new}, "
           f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs")
     generate(model, tokenizer, prompts[:2], 4, 2, desc=None)  # warm-up: one-time allocations and kernel selection
     if args.sampling:
