@@ -117,3 +117,15 @@ def test_repetition_flags_a_word_trigram_three_times():
 def test_repetition_is_a_lower_is_better_share_with_statistics():
     stats, _ = text_statistics(["a b c a b c a b c", "tek cevap"], ["x", "y"])
     assert corpus_score("repetition", stats["repetition"]) == 50.0
+
+
+def test_the_known_word_share_counts_answer_words_seen_in_training():
+    from pipeline.eval.metrics import known_share, known_statistics, vocabulary
+
+    known = vocabulary([{"prompt_text": "Buğday ne zaman ekilir?", "reference": "BUĞDAY ekimde ekilir."},
+                        {"instruction": "Arı", "input": "", "output": "Kovan kışın korunur."}])
+    assert {"buğday", "ekilir", "ekimde", "arı", "kovan"} <= known  # Turkish-aware lower case
+    stats = known_statistics(["Buğday ekimde ekilir.", "Buğdaylık ekilçük zamanlık kovan.", ""], known)
+    assert stats.tolist() == [[3, 3], [1, 4], [0, 0]]
+    assert corpus_score("known_words", stats) == pytest.approx(100 * 4 / 7)  # pooled over the words
+    assert known_share(["Buğday ekimde ekilir."], known) == 100.0 and known_share([""], known) == 100.0

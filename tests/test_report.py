@@ -37,6 +37,25 @@ def compared():
     return result, items, compare.mc_item_rows(base, tuned)
 
 
+def test_the_known_word_share_is_compared_when_the_training_words_are_given():
+    base, tuned = run(BASE, [(8.0, 4)] * 4), run(TUNED, [(2.0, 4)] * 4)
+    known = {"buğday", "eylülde", "ekilir", "arılar"}
+    section, _ = compare.compare_generation(REFS, base, tuned, resamples=100, confidence=0.95, seed=0, known=known)
+    from pipeline.eval.metrics import known_share
+
+    # "Karadeniz'de" is two words: 4 of the tuned answers' 13 words are known
+    assert section["finetuned"]["known_words"] == pytest.approx(100 * 4 / 13, abs=0.01) == known_share(TUNED, known)
+    assert section["base"]["known_words"] == pytest.approx(known_share(BASE, known), abs=0.01)
+    assert "low" in section["ci"]["delta"]["known_words"] and section["known_words_references"] == 30.77
+    table = format_table({"test_rows": 4, "max_new_tokens": 5, "decoding": "greedy", **section,
+                          "bootstrap": {"resamples": 100, "confidence": 0.95, "seed": 0}})
+    assert "known words %" in table
+    plain, _ = compare.compare_generation(REFS, base, tuned, resamples=100, confidence=0.95, seed=0)
+    assert "known_words" not in plain["base"] and "known words" not in format_table(
+        {"test_rows": 4, "max_new_tokens": 5, "decoding": "greedy", **plain,
+         "bootstrap": {"resamples": 100, "confidence": 0.95, "seed": 0}})
+
+
 def test_eval_json_sections(compared):
     result = compared[0]
     keys = {"chrf", "chrf_pp", "bleu", "rouge_1", "rouge_2", "rouge_l", "exact_match", "token_f1", "perplexity",

@@ -99,20 +99,24 @@ def paired_section(results: dict[str, PairedResult], extra: Optional[dict] = Non
 
 
 def compare_generation(references: list[str], base: ModelRun, tuned: ModelRun, resamples: int, confidence: float,
-                       seed: int) -> tuple[dict, dict[str, dict[str, list[float]]]]:
+                       seed: int, known: Optional[set[str]] = None) -> tuple[dict, dict[str, dict[str, list[float]]]]:
     """The test-split section of eval.json (with the sacrebleu signatures), and per-item scores
-    {side: {metric: [score per item]}}."""
+    {side: {metric: [score per item]}}. `known` (the training split's words) adds the known-word share."""
     stats, signatures = {}, {}
     for side, run in (("base", base), ("finetuned", tuned)):
         stats[side], signatures = metrics.text_statistics([o.text for o in run.outputs], references)
         stats[side]["perplexity"] = metrics.perplexity_statistics(run.nll)
+        if known is not None:
+            stats[side]["known_words"] = metrics.known_statistics([o.text for o in run.outputs], known)
     counts = resample_counts(len(references), resamples, seed)
-    keys = metrics.TEXT_METRICS + ("perplexity",)
+    keys = metrics.TEXT_METRICS + ("perplexity",) + (("known_words",) if known is not None else ())
     results = {key: paired_bootstrap(stats["base"][key], stats["finetuned"][key], metrics.SPECS[key].score, counts,
                                      confidence) for key in keys}
     never_stopped = (sum(not o.stopped for o in base.outputs), sum(not o.stopped for o in tuned.outputs))
     section = paired_section(results, {"never_stopped": never_stopped})
     section["signatures"] = signatures
+    if known is not None:
+        section["known_words_references"] = round(metrics.known_share(references, known), 2)
     per_item = {side: {key: metrics.item_scores(key, stats[side][key]) for key in ITEM_METRICS} for side in stats}
     return section, per_item
 

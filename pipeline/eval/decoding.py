@@ -34,6 +34,7 @@ from pipeline.config import DecodingConfig
 from pipeline.data.turkish import words
 from pipeline.errors import HasatError
 from pipeline.eval import metrics
+from pipeline.eval.metrics import known_share, vocabulary
 from pipeline.eval.generation import Decoding, generate
 from pipeline.eval.review import CSS
 from pipeline.io import read_jsonl, write_json, write_jsonl
@@ -104,22 +105,6 @@ def _value(kind, raw: str):
             raise ValueError(raw)
         return raw.lower() == "true"
     return int(raw) if kind == "int" else float(raw)
-
-
-def vocabulary(rows: list[dict]) -> set[str]:
-    """Turkish-normalised words of the training rows' prompts and answers."""
-    known: set[str] = set()
-    for row in rows:
-        for key in ("prompt_text", "reference", "instruction", "input", "output"):
-            if isinstance(row.get(key), str):
-                known.update(words(row[key]))
-    return known
-
-
-def known_share(texts: list[str], known: set[str]) -> float:
-    """Percent of all answer words that are in `known` (100 for no words)."""
-    tokens = [w for text in texts for w in words(text)]
-    return 100.0 * sum(w in known for w in tokens) / len(tokens) if tokens else 100.0
 
 
 def score(texts: list[str], stopped: list[bool], references: list[str], known: set[str]) -> dict:

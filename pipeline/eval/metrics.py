@@ -80,6 +80,7 @@ SPECS: dict[str, MetricSpec] = {
     "token_f1": MetricSpec("token_f1", "token F1", True, mean_score),
     "perplexity": MetricSpec("perplexity", "perplexity", False, _perplexity_score),
     "repetition": MetricSpec("repetition", "repetition", False, mean_score),
+    "known_words": MetricSpec("known_words", "known words", True, lambda sums: 100.0 * mean_score(sums)),
 }
 TEXT_METRICS = ("chrf", "chrf_pp", "bleu", "rouge_1", "rouge_2", "rouge_l", "exact_match", "token_f1", "repetition")
 REPEAT_N, REPEAT_TIMES = 3, 3  # an answer repeats itself when a word 3-gram occurs 3 or more times
@@ -118,6 +119,29 @@ def repeats(text: str, n: int = REPEAT_N, times: int = REPEAT_TIMES) -> bool:
 
 def repetition(predictions: list[str]) -> list[float]:
     return [100.0 * repeats(p) for p in predictions]
+
+
+def vocabulary(rows: list[dict]) -> set[str]:
+    """Turkish-normalised words of the training rows' prompts and answers (for `known_statistics`)."""
+    known: set[str] = set()
+    for row in rows:
+        for key in ("prompt_text", "reference", "instruction", "input", "output"):
+            if isinstance(row.get(key), str):
+                known.update(words(row[key]))
+    return known
+
+
+def known_statistics(predictions: list[str], known: set[str]) -> np.ndarray:
+    """[words found in `known`, words] per answer: the known-word share (SPECS["known_words"]) is their
+    ratio over the answers. Made-up words (a small base's broken Turkish, a repetition penalty) lower it."""
+    rows = [[sum(w in known for w in ws), len(ws)] for ws in map(words, predictions)]
+    return np.asarray(rows, dtype=float).reshape(-1, 2)
+
+
+def known_share(texts: list[str], known: set[str]) -> float:
+    """Percent of all the texts' words that are in `known` (100 when there are no words)."""
+    sums = known_statistics(texts, known).sum(axis=0)
+    return float(100.0 * sums[0] / sums[1]) if sums[1] else 100.0
 
 
 def token_f1(prediction: str, reference: str) -> float:

@@ -18,7 +18,7 @@ from pipeline.paths import stats
 METRICS = (("chrf", "chrF"), ("chrf_pp", "chrF++"), ("bleu", "BLEU"), ("rouge_1", "ROUGE-1"),
            ("rouge_2", "ROUGE-2"), ("rouge_l", "ROUGE-L"), ("token_f1", "token F1"),
            ("exact_match", "exact match"), ("perplexity", "perplexity ↓"), ("repetition", "repetition % ↓"),
-           ("never_stopped", "never stopped"))
+           ("known_words", "known words %"), ("never_stopped", "never stopped"))
 MC_METRICS = (("acc", "MC acc"), ("acc_norm", "MC acc_norm"))
 LOWER_IS_BETTER = {"perplexity", "repetition", "never_stopped"}
 

@@ -33,7 +33,7 @@ log = logging.getLogger("hasat")
 HELP = StageHelp(
     __doc__,
     reads=[f"{paths.BASE_MODEL}/", f"{paths.FINETUNED}/", str(paths.TEST_SPLIT),
-           f"{paths.TRAIN_SPLIT} (classification baselines)", "data/benchmarks/ (data.benchmark: the multiple-choice benchmark, if the data config names one)"],
+           f"{paths.TRAIN_SPLIT} (classification baselines; SFT: the known-word share)", "data/benchmarks/ (data.benchmark: the multiple-choice benchmark, if the data config names one)"],
     writes=[str(paths.stats("eval")), str(paths.PREDICTIONS), str(paths.MC_PREDICTIONS), str(paths.REVIEW),
             f"{paths.PLOTS}/", str(paths.ITEM_CHRF), *map(str, paths.MC_CONFUSION.values()), str(paths.CONFUSION),
             "the model's MLflow run (eval/)"],

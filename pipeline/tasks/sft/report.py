@@ -15,6 +15,7 @@ from pipeline.eval import compare, judge
 from pipeline.eval.classification_metrics import confusion_rows
 from pipeline.eval.generation import Decoding
 from pipeline.eval.lm_eval_hook import run_tasks
+from pipeline.eval.metrics import vocabulary
 from pipeline.eval.multiple_choice import LETTERS, Question, load_questions
 from pipeline.eval.plots import evaluation_plots
 from pipeline.eval.review import render
@@ -104,8 +105,10 @@ def score(cfg: HasatConfig, rows: list[dict], questions: list[Question], setting
           base: compare.ModelRun, tuned: compare.ModelRun) -> tuple[dict, list[dict], list[dict], dict]:
     """(eval.json, per-item rows, multiple-choice rows, per-item scores)."""
     ev, b = cfg.eval, cfg.eval.bootstrap
+    # the known-word share: answer words that occur in the training split (absent without it)
+    known = vocabulary(read_jsonl(paths.TRAIN_SPLIT)) if paths.TRAIN_SPLIT.is_file() else None
     section, per_item = compare.compare_generation([r["reference"] for r in rows], base, tuned, b.resamples,
-                                                   b.confidence, b.seed)
+                                                   b.confidence, b.seed, known)
     result = {"test_rows": len(rows), "max_new_tokens": ev.max_new_tokens,
               "decoding": settings.decoding.describe(), **section,
               "bootstrap": {"resamples": b.resamples, "confidence": b.confidence, "seed": b.seed,
