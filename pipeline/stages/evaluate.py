@@ -38,7 +38,8 @@ HELP = StageHelp(
             f"{paths.PLOTS}/", str(paths.ITEM_CHRF), *map(str, paths.MC_CONFUSION.values()), str(paths.CONFUSION),
             "the model's MLflow run (eval/)"],
     keys=["seed", "task.kind", "task.method", "task.beta", "task.sft_adapter", "eval.max_examples",
-          "eval.max_new_tokens", "eval.batch_size", "eval.do_sample", "eval.repetition_penalty", "eval.mc.enabled",
+          "eval.max_new_tokens", "eval.batch_size", "eval.do_sample", "eval.repetition_penalty", "eval.no_repeat_ngram_size",
+          "eval.mc.enabled",
           "data.benchmark", "eval.bootstrap.resamples", "eval.bootstrap.confidence", "eval.judge.enabled",
           "eval.judge.model", "eval.judge.url"],
 )
