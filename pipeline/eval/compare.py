@@ -104,10 +104,11 @@ def compare_generation(references: list[str], base: ModelRun, tuned: ModelRun, r
     {side: {metric: [score per item]}}. `known` (the training split's words) adds the known-word share."""
     stats, signatures = {}, {}
     for side, run in (("base", base), ("finetuned", tuned)):
-        stats[side], signatures = metrics.text_statistics([o.text for o in run.outputs], references)
+        texts = [o.text for o in run.outputs]
+        stats[side], signatures = metrics.text_statistics(texts, references)
         stats[side]["perplexity"] = metrics.perplexity_statistics(run.nll)
         if known is not None:
-            stats[side]["known_words"] = metrics.known_statistics([o.text for o in run.outputs], known)
+            stats[side]["known_words"] = metrics.known_statistics(texts, known)
     counts = resample_counts(len(references), resamples, seed)
     keys = metrics.TEXT_METRICS + ("perplexity",) + (("known_words",) if known is not None else ())
     results = {key: paired_bootstrap(stats["base"][key], stats["finetuned"][key], metrics.SPECS[key].score, counts,
