@@ -100,7 +100,7 @@ def test_metrics_keys_for_dvc(pipeline_repo):
     root, env, _ = pipeline_repo
     result = json.loads((root / "metrics" / "eval.json").read_text())
     metrics = {"chrf", "chrf_pp", "bleu", "rouge_1", "rouge_2", "rouge_l", "exact_match", "token_f1", "perplexity",
-               "repetition", "never_stopped"}
+               "repetition", "known_words", "never_stopped"}
     for side in ("base", "finetuned", "delta"):
         assert set(result[side]) == metrics
         assert set(result["ci"][side]) == metrics - {"never_stopped"}
@@ -109,6 +109,7 @@ def test_metrics_keys_for_dvc(pipeline_repo):
     assert low <= result["delta"]["chrf"] <= high
     assert result["delta_ci_excludes_zero"]["chrf"] == (low > 0 or high < 0)
     assert result["test_rows"] == 12 and result["signatures"]["chrf"].startswith("nrefs:1")
+    assert 0 < result["known_words_references"] <= 100  # the training split's words, found in the references
     assert result["mc"]["questions"] == 93 and result["bootstrap"]["resamples"] == 1000
     items = [json.loads(line) for line in (root / "reports/eval/predictions.jsonl").open()]
     assert len(items) == 12 and set(items[0]["finetuned_scores"]) == {"chrf", "rouge_l", "token_f1", "perplexity"}
