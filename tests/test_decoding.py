@@ -153,3 +153,8 @@ def test_the_command_line_refuses_in_one_line(tmp_path, tiny_model_dir, tiny):
         proc = run_stage_cli("pipeline.eval.decoding", *args, cwd=root)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
+    (root / "data/processed/split/val.jsonl").write_text('{"source": "v:1", "reference": "Ekimde."}\n', encoding="utf-8")
+    proc = run_stage_cli("pipeline.eval.decoding", cwd=root)
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "hasat decoding: error: data/processed/split/val.jsonl: 1 val rows have no input_ids/n_prompt_tokens "
+        "(first: v:1; re-run the tokenize stage)")

@@ -44,17 +44,18 @@ class RunSettings:
     mc_batch_size: int = 16
 
 
-def validate_test_rows(rows: list[dict], path: str) -> None:
-    """The test split must be usable before any model is loaded: rows, references, token ids."""
+def validate_test_rows(rows: list[dict], path: str, split: str = "test") -> None:
+    """The split (test, or val/train for pipeline.eval.decoding) must be usable before any model is
+    loaded: rows, references, token ids."""
     if not rows:
-        raise HasatError(f"{path}: the test split is empty")
+        raise HasatError(f"{path}: the {split} split is empty")
     missing = [r.get("source", "?") for r in rows if not str(r.get("reference", "")).strip()]
     if missing:
-        raise HasatError(f"{path}: {len(missing)} test rows have no reference answer (first: {missing[0]})")
+        raise HasatError(f"{path}: {len(missing)} {split} rows have no reference answer (first: {missing[0]})")
     untokenized = [r.get("source", "?") for r in rows
                    if not isinstance(r.get("input_ids"), list) or not isinstance(r.get("n_prompt_tokens"), int)]
     if untokenized:
-        raise HasatError(f"{path}: {len(untokenized)} test rows have no input_ids/n_prompt_tokens "
+        raise HasatError(f"{path}: {len(untokenized)} {split} rows have no input_ids/n_prompt_tokens "
                          f"(first: {untokenized[0]}; re-run the tokenize stage)")
 
 

@@ -33,7 +33,7 @@ from pipeline import paths
 from pipeline.config import DecodingConfig
 from pipeline.data.turkish import words
 from pipeline.errors import HasatError
-from pipeline.eval import metrics
+from pipeline.eval import compare, metrics
 from pipeline.eval.metrics import known_share, vocabulary
 from pipeline.eval.generation import Decoding, generate
 from pipeline.eval.review import CSS
@@ -219,17 +219,11 @@ def page(section: dict, prompts: list[str], candidates: list[Candidate], image: 
             f"<h2>The first {min(shown, len(prompts))} items (first seed)</h2>{items}</body></html>")
 
 
-def load_rows(path: Path, what: str) -> list[dict]:
+def load_rows(path: Path, split: str) -> list[dict]:
     if not path.is_file():
-        raise HasatError(f"{path}: no {what} (run the pipeline up to split first)")
+        raise HasatError(f"{path}: no {split} split (run the pipeline up to split first)")
     rows = read_jsonl(path)
-    if not rows:
-        raise HasatError(f"{path}: the {what} is empty")
-    bad = [r.get("source", "?") for r in rows if not isinstance(r.get("input_ids"), list)
-           or not isinstance(r.get("n_prompt_tokens"), int) or not str(r.get("reference", "")).strip()]
-    if bad:
-        raise HasatError(f"{path}: {len(bad)} rows have no input_ids, n_prompt_tokens or reference (first: {bad[0]}; "
-                         "re-run the tokenize stage)")
+    compare.validate_test_rows(rows, str(path), split)
     return rows
 
 
@@ -272,8 +266,8 @@ def main(argv: list[str] | None = None) -> int:
             raise HasatError("task.kind=classification generates no text: there is no decoding to choose")
         candidates = dict(map(parse_candidate, args.candidate)) if args.candidate else DEFAULT_CANDIDATES
         split = paths.VAL_SPLIT if args.split == "val" else paths.TEST_SPLIT
-        rows = load_rows(split, f"{args.split} split")
-        known = vocabulary(load_rows(paths.TRAIN_SPLIT, "train split"))
+        rows = load_rows(split, args.split)
+        known = vocabulary(load_rows(paths.TRAIN_SPLIT, "train"))
         tokenizer, model = load_model(args.model)
         ev = cfg.eval
         done = sweep(model, tokenizer, rows, known, candidates, args.seeds, ev.seed, ev.max_new_tokens, ev.batch_size)
